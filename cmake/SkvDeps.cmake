@@ -1,0 +1,17 @@
+# Third-party dependencies, all from Debian packages (scripts/setup installs them).
+find_package(Threads REQUIRED)
+find_package(fmt REQUIRED)
+find_package(CLI11 REQUIRED)
+find_package(nlohmann_json 3.10 REQUIRED)
+find_package(zstd REQUIRED)
+if(TARGET zstd::libzstd_shared)
+  set(SKV_ZSTD zstd::libzstd_shared)
+else()
+  set(SKV_ZSTD zstd::libzstd_static)
+endif()
+# libxxhash-dev ships no CMake package; find the header and library directly.
+find_path(XXHASH_INCLUDE_DIR xxhash.h REQUIRED)
+find_library(XXHASH_LIBRARY xxhash REQUIRED)
+add_library(skv_xxhash INTERFACE)
+target_include_directories(skv_xxhash SYSTEM INTERFACE ${XXHASH_INCLUDE_DIR})
+target_link_libraries(skv_xxhash INTERFACE ${XXHASH_LIBRARY})

@@ -1,0 +1,1 @@
+// Implemented by the formats work (issue 2).

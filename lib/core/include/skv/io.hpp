@@ -1,0 +1,43 @@
+// Byte sinks and sources: what the container writer and reader stream through. formats/ provides
+// file-backed ones (OutputFile, InputStream); these in-memory ones serve tests and fuzzers.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <span>
+#include <vector>
+
+namespace skv {
+
+struct ByteSink {
+  virtual ~ByteSink() = default;
+  virtual void write(const void* src, size_t n) = 0;
+};
+
+struct ByteSource {
+  virtual ~ByteSource() = default;
+  // Reads up to n bytes; returns fewer only at the end of input.
+  virtual size_t read(void* dst, size_t n) = 0;
+};
+
+struct VectorSink final : ByteSink {
+  std::vector<std::byte> bytes;
+  void write(const void* src, size_t n) override {
+    const auto* p = static_cast<const std::byte*>(src);
+    bytes.insert(bytes.end(), p, p + n);
+  }
+};
+
+struct SpanSource final : ByteSource {
+  std::span<const std::byte> bytes;
+  size_t pos = 0;
+  explicit SpanSource(std::span<const std::byte> b) : bytes(b) {}
+  size_t read(void* dst, size_t n) override {
+    const size_t k = n < bytes.size() - pos ? n : bytes.size() - pos;
+    if (k) std::memcpy(dst, bytes.data() + pos, k);
+    pos += k;
+    return k;
+  }
+};
+
+}  // namespace skv

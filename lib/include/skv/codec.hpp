@@ -1,0 +1,100 @@
+// The CPU codec: KvCache + Plan -> .skv container (formats/skv.md) and back. This is the ground
+// truth the CUDA path must reproduce byte for byte.
+#pragma once
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "skv/io.hpp"
+#include "skv/kvcache.hpp"
+#include "skv/plan.hpp"
+#include "skv/tensor.hpp"
+
+namespace skv {
+
+struct EncodeOptions {
+  int threads = 0;  // 0 = all cores; output bytes never depend on it
+  std::string producer;  // defaults to "skv <version>"
+};
+
+// Exact byte accounting without encoding, so allocators can honour a budget: for any plan over
+// this cache and these settings, the raw (zstd off) container size is exactly
+// fixed_bytes + sum over (layer, K/V, token) of token_bytes[tier]  -  (alignment padding slack),
+// and never more than bound(plan).
+struct SizeModel {
+  uint64_t fixed_bytes = 0;  // headers, manifest, tier maps, centres, index, worst-case padding
+  std::array<uint64_t, kNumTiers> token_bytes{};  // one (layer, K or V, token), all heads
+  uint64_t bound(const Plan& plan) const;
+};
+SizeModel size_model(const KvCache& cache, const QuantSettings& quant, const std::string& policy,
+                     double requested_budget);
+
+// Where the bytes of a container went (inspect's byte breakdown).
+struct ByteBreakdown {
+  uint64_t total = 0, header = 0, manifest = 0, tier_maps = 0, payload = 0, scales = 0,
+           centres = 0, index = 0, padding = 0;
+};
+
+struct TierCounts {
+  std::array<uint64_t, kNumTiers> k{}, v{};  // (layer, token) entries per tier
+};
+
+// Everything a reader knows from the header and manifest, before any layer is decoded.
+struct ContainerInfo {
+  uint32_t format_version = 0;
+  KvShape shape;
+  Layout layout = Layout::HTD;
+  std::map<std::string, std::string> metadata;  // the source dump's __metadata__
+  std::vector<std::string> k_names, v_names, q_names, mask_names;  // per layer ("" = none)
+  QuantSettings quant;
+  std::string policy, producer;
+  double requested_budget = 0, achieved_budget = 0, nominal_budget = 0;
+  TierCounts tiers;
+  uint64_t total_bytes = 0;  // known when the writer recorded it, else 0
+};
+
+struct EncodeResult {
+  ContainerInfo info;
+  ByteBreakdown bytes;
+};
+
+// Streams the container front to back (no seeking, so "-o -" works through a pipe).
+// Throws Errc::invalid_argument for a plan that does not fit the cache, Errc::format for
+// non-finite values in tokens of a quantized tier.
+EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& out,
+                    const EncodeOptions& opts = {});
+
+// One decoded layer, in the source's names, layout and dtype (or the dtype asked for).
+struct DecodedLayer {
+  int index = 0;
+  Tensor k, v;                // dropped tokens are zero
+  std::optional<Tensor> q;    // when the container carries queries
+  std::optional<Tensor> mask; // U8 [tokens], 1 = present; only when some token was dropped
+};
+
+// Front-to-back streaming reader; memory bounded by about one layer. Verifies every checksum
+// before using a section; any mismatch or malformation throws naming `name`.
+class ContainerReader {
+ public:
+  ContainerReader(ByteSource& in, std::string name);
+  ~ContainerReader();
+  ContainerReader(const ContainerReader&) = delete;
+  ContainerReader& operator=(const ContainerReader&) = delete;
+
+  const ContainerInfo& info() const noexcept;
+  // Decodes the next layer into `out` (or only verifies and skips it when `skip`); returns false
+  // after the last layer, once the trailer has been verified.
+  bool next_layer(DecodedLayer& out, std::optional<DType> out_dtype = std::nullopt,
+                  bool skip = false);
+  ByteBreakdown breakdown() const;  // complete after the last layer
+
+ private:
+  struct Impl;
+  Impl* impl_;
+};
+
+}  // namespace skv

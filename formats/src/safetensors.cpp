@@ -42,6 +42,9 @@ json parse_header(std::string_view text, const std::string& file) {
     }
     return true;
   };
+  // nlohmann stops at a NUL as if the input ended; valid JSON never contains a raw NUL.
+  if (text.find('\0') != std::string_view::npos)
+    fail(Errc::format, file, "header is not valid JSON: it contains a NUL byte");
   json j;
   try {
     j = json::parse(text.begin(), text.end(), cb);

@@ -85,7 +85,7 @@ TEST(Npy, ReadsVersions2And3AndVariants) {
   Reader r3 = parse(npy_file("{\"shape\": (1, 2), \"descr\": \"|b1\", \"fortran_order\": False}", std::string("\1\0", 2), 3));
   EXPECT_EQ(r3.view().dtype, DType::BOOL);
   EXPECT_EQ(r3.view().shape, (Shape{1, 2}));
-  Reader rb = parse(npy_file("{'descr': 'bfloat16', 'fortran_order': False, 'shape': (2,), }", "\x80\x3f\x00\x40"));
+  Reader rb = parse(npy_file("{'descr': 'bfloat16', 'fortran_order': False, 'shape': (2,), }", std::string("\x80\x3f\x00\x40", 4)));
   EXPECT_EQ(rb.view().dtype, DType::BF16);
 }
 

@@ -10,6 +10,7 @@
 #include "skv/half.hpp"
 
 #if defined(__x86_64__)
+#include <cpuid.h>
 #include <immintrin.h>
 #endif
 
@@ -24,6 +25,18 @@ void f16_to_f32_scalar(const uint16_t* s, float* d, size_t n) {
 }
 
 #if defined(__x86_64__)
+// F16C needs AVX state enabled by the OS; checked through cpuid/xgetbv because not every compiler
+// knows "f16c" in __builtin_cpu_supports.
+bool has_f16c() {
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+  if (!(osxsave && avx && f16c)) return false;
+  unsigned lo, hi;
+  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+  return (lo & 6u) == 6u;  // XMM and YMM state saved
+}
+
 __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const uint16_t* s, float* d, size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8)
@@ -47,7 +60,7 @@ void to_f32(const std::byte* src, DType t, float* dst, size_t n) {
     default: {  // F16 (kv_from_tensors admits only F16, BF16, F32)
       const auto* s = reinterpret_cast<const uint16_t*>(src);
 #if defined(__x86_64__)
-      static const bool f16c = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+      static const bool f16c = has_f16c();
       if (f16c) return f16_to_f32_f16c(s, dst, n);
 #endif
       f16_to_f32_scalar(s, dst, n);

@@ -27,17 +27,20 @@ class Reader {
   // Opens and validates: header size cap, JSON well-formed, known dtypes, offsets inside the file,
   // shape x dtype size == byte span, no overlap, data section covered exactly.
   static Reader open(const std::string& path);
-  static Reader from_bytes(std::span<const std::byte> bytes, const std::string& name);  // fuzzing
+  // Parses bytes the caller keeps alive (tests, fuzzing, inputs already in memory).
+  static Reader from_bytes(std::span<const std::byte> bytes, const std::string& name);
 
   const std::string& path() const noexcept { return path_; }
   const Metadata& metadata() const noexcept { return metadata_; }
-  // In the order of their data offsets.
+  // In the order of their data offsets (zero-sized tensors at equal offsets: by name).
   const std::vector<TensorInfo>& tensors() const noexcept { return tensors_; }
   const TensorInfo* find(const std::string& name) const noexcept;
   TensorView view(const TensorInfo& t) const;
   TensorView view(const std::string& name) const;  // throws Errc::format if absent
   // Drop a tensor's pages from RSS once consumed (mapped inputs only).
   void release(const TensorInfo& t) const noexcept;
+  // Same for any byte range inside this file's data (e.g. part of a view); ignored otherwise.
+  void release(std::span<const std::byte> bytes) const noexcept;
 
  private:
   std::string path_;

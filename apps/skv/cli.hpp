@@ -45,7 +45,5 @@ std::vector<int> parse_layer_list(const std::string& text, int n);
 // Output path rule when -o is not given: stdin input -> "-", else input with its extension
 // replaced by `ext`.
 std::string default_output(const std::string& input, const std::string& ext);
-// True when the first bytes look like an .skv container.
-bool looks_like_container(const std::string& path);
 
 }  // namespace skv::cli

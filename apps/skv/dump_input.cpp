@@ -12,8 +12,13 @@ Layout parse_layout(const std::string& s) {
 }
 
 Dump open_dump(const std::string& path, Layout layout) {
+  return open_dump(std::make_shared<InputFile>(InputFile::open(path)), layout);
+}
+
+Dump open_dump(std::shared_ptr<InputFile> file, Layout layout) {
+  const std::string path = file->path();
   Dump d;
-  d.reader = std::make_unique<safetensors::Reader>(safetensors::Reader::open(path));
+  d.reader = std::make_unique<safetensors::Reader>(safetensors::Reader::open(std::move(file)));
   std::vector<NamedTensor> named;
   for (const auto& t : d.reader->tensors()) named.push_back({t.name, d.reader->view(t)});
   d.cache = kv_from_tensors(named, d.reader->metadata(), layout, path);

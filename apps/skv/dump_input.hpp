@@ -15,6 +15,7 @@ struct Dump {
 
 Layout parse_layout(const std::string& s);  // "htd" | "thd"
 Dump open_dump(const std::string& path, Layout layout);
+Dump open_dump(std::shared_ptr<InputFile> file, Layout layout);
 
 // A single tensor from a .npy file, or from a safetensors file (the tensor named `preferred` if
 // present, else the only tensor). The holder keeps the file mapped.

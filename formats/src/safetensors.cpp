@@ -103,8 +103,11 @@ TensorInfo parse_tensor(const std::string& name, const json& v, const std::strin
 }  // namespace
 
 Reader Reader::open(const std::string& path) {
-  auto file = std::make_shared<InputFile>(InputFile::open(path));
-  Reader r = from_bytes(file->bytes(), path);
+  return open(std::make_shared<InputFile>(InputFile::open(path)));
+}
+
+Reader Reader::open(std::shared_ptr<InputFile> file) {
+  Reader r = from_bytes(file->bytes(), file->path());
   r.file_ = std::move(file);
   return r;
 }

@@ -28,6 +28,8 @@ class Reader {
   // shape x dtype size == byte span, no overlap, data section covered exactly.
   static Reader open(const std::string& path);
   // Parses bytes the caller keeps alive (tests, fuzzing, inputs already in memory).
+  // Over an input already opened (e.g. stdin read once and sniffed by the caller).
+  static Reader open(std::shared_ptr<InputFile> file);
   static Reader from_bytes(std::span<const std::byte> bytes, const std::string& name);
 
   const std::string& path() const noexcept { return path_; }

@@ -401,8 +401,12 @@ struct ContainerReader::Impl {
     bool dropped = false;
     for (int kv = 0; kv < 2; ++kv) dropped = dropped || n[kv][size_t(Tier::DROP)] > 0;
     if (skip) return true;
-    out.k = Tensor(dt, k_shapes[size_t(l)]);
-    out.v = Tensor(dt, v_shapes[size_t(l)]);
+    // Reuse the caller's tensors when they already fit: no fresh pages to fault in per layer.
+    for (int kv = 0; kv < 2; ++kv) {
+      Tensor& t = kv ? out.v : out.k;
+      const Shape& shape = (kv ? v_shapes : k_shapes)[size_t(l)];
+      if (t.dtype != dt || t.shape != shape || !t.data.data()) t = Tensor(dt, shape);
+    }
     out.q.reset();
     out.mask.reset();
     parallel_for(2 * H, threads, [&](int task) {

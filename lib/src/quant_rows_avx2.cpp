@@ -1,6 +1,7 @@
 // AVX2+F16C+FMA row kernels. Same operations as the reference, in the same order per element;
 // only the group reductions (max |x|, min, max) are vectorised, and those are exact and
 // order-independent (the reference canonicalises the sign of a zero min/max).
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstring>
@@ -225,8 +226,10 @@ const RowKernels* row_kernels_avx2() noexcept {
                             bf16_to_f32_row, f32_to_f16_row,
                             f32_to_bf16_row};
   __builtin_cpu_init();
-  const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") &&
-                  __builtin_cpu_supports("fma");
+  // clang's __builtin_cpu_supports does not know "f16c": read CPUID.1:ECX bit 29 directly.
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+  const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
   return ok ? &k : nullptr;
 }
 

@@ -74,6 +74,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& out,
                     const EncodeOptions& opts = {});
 
 // One decoded layer, in the source's names, layout and dtype (or the dtype asked for).
+// next_layer() reuses k/v buffers already of the right dtype and shape (pass the same object).
 struct DecodedLayer {
   int index = 0;
   Tensor k, v;                // dropped tokens are zero

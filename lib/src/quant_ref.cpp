@@ -8,7 +8,11 @@ namespace skv::quant {
 namespace {
 constexpr float kF16Max = 65504.0f;
 
-inline int rne(float v) noexcept { return int(std::nearbyint(v)); }  // default mode: to even
+// Rounds to nearest even after clamping in float, so a huge x * inv never reaches an
+// out-of-range (undefined) float-to-int conversion.
+inline int rne_clamped(float v, float lo, float hi) noexcept {
+  return int(std::nearbyint(std::min(std::max(v, lo), hi)));  // default mode: ties to even
+}
 
 bool absmax(const float* x, size_t n, float& out) noexcept {
   float a = 0;
@@ -28,6 +32,10 @@ bool minmax(const float* x, size_t n, float& mn, float& mx) noexcept {
     mn = std::min(mn, x[i]);
     mx = std::max(mx, x[i]);
   }
+  // +0 turns a zero extreme into +0 whatever its sign, so the result does not depend on the
+  // order min/max visit -0 and +0 (SIMD reductions visit them in another order).
+  mn = mn + 0.0f;
+  mx = mx + 0.0f;
   return true;
 }
 }  // namespace
@@ -38,7 +46,7 @@ bool q8_ref(const float* x, size_t n, int8_t* q, uint16_t* scale) noexcept {
   const uint16_t s16 = f32_to_f16(std::min(a / 127.0f, kF16Max));
   const float s = f16_to_f32(s16);
   const float inv = s > 0 ? 1.0f / s : 0.0f;
-  for (size_t i = 0; i < n; ++i) q[i] = int8_t(std::clamp(rne(x[i] * inv), -127, 127));
+  for (size_t i = 0; i < n; ++i) q[i] = int8_t(rne_clamped(x[i] * inv, -127.0f, 127.0f));
   *scale = s16;
   return true;
 }
@@ -53,11 +61,12 @@ bool q4_ref(const float* x, size_t n, uint8_t* packed, uint16_t* scale, uint16_t
   if (!minmax(x, n, mn, mx)) return false;
   const uint16_t s16 = f32_to_f16(std::min((mx - mn) / 15.0f, kF16Max));
   const uint16_t m16 = f32_to_f16(mn);
+  if ((m16 & 0x7fffu) == 0x7c00u) return false;  // minimum beyond FP16 range: not representable
   const float s = f16_to_f32(s16), m = f16_to_f32(m16);
   const float inv = s > 0 ? 1.0f / s : 0.0f;
   for (size_t i = 0; i < n; i += 2) {
-    const int lo = std::clamp(rne((x[i] - m) * inv), 0, 15);
-    const int hi = i + 1 < n ? std::clamp(rne((x[i + 1] - m) * inv), 0, 15) : 0;
+    const int lo = rne_clamped((x[i] - m) * inv, 0.0f, 15.0f);
+    const int hi = i + 1 < n ? rne_clamped((x[i + 1] - m) * inv, 0.0f, 15.0f) : 0;
     packed[i / 2] = uint8_t(lo | (hi << 4));
   }
   *scale = s16;

@@ -24,14 +24,16 @@ struct EncodeOptions {
 // Exact byte accounting without encoding, so allocators can honour a budget: for any plan over
 // this cache and these settings, the raw (zstd off) container size is exactly
 // fixed_bytes + sum over (layer, K/V, token) of token_bytes[tier]  -  (alignment padding slack),
-// and never more than bound(plan).
+// and never more than bound(plan). The slack is in [0, max_padding_slack].
 struct SizeModel {
   uint64_t fixed_bytes = 0;  // headers, manifest, tier maps, centres, index, worst-case padding
   std::array<uint64_t, kNumTiers> token_bytes{};  // one (layer, K or V, token), all heads
+  uint64_t max_padding_slack = 0;  // 63 bytes per tier stream (10 per layer)
   uint64_t bound(const Plan& plan) const;
 };
+// `producer` as in EncodeOptions (it is part of the manifest, so of the size).
 SizeModel size_model(const KvCache& cache, const QuantSettings& quant, const std::string& policy,
-                     double requested_budget);
+                     double requested_budget, const std::string& producer = {});
 
 // Where the bytes of a container went (inspect's byte breakdown).
 struct ByteBreakdown {
@@ -50,11 +52,14 @@ struct ContainerInfo {
   Layout layout = Layout::HTD;
   std::map<std::string, std::string> metadata;  // the source dump's __metadata__
   std::vector<std::string> k_names, v_names, q_names, mask_names;  // per layer ("" = none)
-  QuantSettings quant;
+  QuantSettings quant;  // groups resolved (never 0)
+  KvMeta rope;          // rope_theta, rope_style, position_offset when the manifest has them
   std::string policy, producer;
   double requested_budget = 0, achieved_budget = 0, nominal_budget = 0;
+  // From the trailer: complete once next_layer() has returned false.
   TierCounts tiers;
   uint64_t total_bytes = 0;  // known when the writer recorded it, else 0
+  uint64_t raw_bytes = 0;    // the size with every stream stored raw (no zstd)
 };
 
 struct EncodeResult {
@@ -69,6 +74,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& out,
                     const EncodeOptions& opts = {});
 
 // One decoded layer, in the source's names, layout and dtype (or the dtype asked for).
+// next_layer() reuses k/v buffers already of the right dtype and shape (pass the same object).
 struct DecodedLayer {
   int index = 0;
   Tensor k, v;                // dropped tokens are zero
@@ -86,6 +92,8 @@ class ContainerReader {
   ContainerReader& operator=(const ContainerReader&) = delete;
 
   const ContainerInfo& info() const noexcept;
+  // Threads used to decode one layer (0 = all cores, the default); output never depends on it.
+  void set_threads(int threads) noexcept;
   // Decodes the next layer into `out` (or only verifies and skips it when `skip`); returns false
   // after the last layer, once the trailer has been verified.
   bool next_layer(DecodedLayer& out, std::optional<DType> out_dtype = std::nullopt,

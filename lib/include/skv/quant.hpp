@@ -4,16 +4,17 @@
 //
 // INT8, symmetric, one FP16 scale per group of n values:
 //   s16 = f16(min(absmax / 127, 65504));  s = f32(s16);  inv = s > 0 ? 1 / s : 0
-//   q   = clamp(rne(x * inv), -127, 127)                       (int8)
+//   q   = clamp(rne(x * inv), -127, 127)     (int8; clamped in float before rounding)
 //   y   = fmaf(q, s, c)                                        (c: key centre, else 0)
-// INT4, asymmetric, one FP16 scale and one FP16 minimum per group of n values:
+// INT4, asymmetric, one FP16 scale and one FP16 minimum per group of n values
+// (mn = min x + 0, mx = max x + 0: a zero extreme is +0 whatever its sign):
 //   s16 = f16(min((max - min) / 15, 65504));  m16 = f16(min);  s = f32(s16); m = f32(m16)
 //   inv = s > 0 ? 1 / s : 0;  q = clamp(rne((x - m) * inv), 0, 15)   (4 bits)
 //   y   = fmaf(q, s, m) + c
 // Packing: INT4 element 2i is the low nibble of byte i, element 2i+1 the high nibble.
 // x is the value after the key transform (x = source - c when keys are centred).
 // Inputs must be finite: a group holding NaN or Inf is rejected (quantizing it is meaningless);
-// such tokens can only be stored at the FP16 tier.
+// such tokens can only be stored at the FP16 tier. So is an INT4 group whose f16(min) overflows.
 #pragma once
 #include <cstddef>
 #include <cstdint>

@@ -1,0 +1,235 @@
+// The MANI section: a JSON object describing everything per cache (formats/skv.md, "MANI").
+#include <nlohmann/json.hpp>
+
+#include "container_format.hpp"
+#include "skv/error.hpp"
+
+namespace skv::fmt {
+
+using nlohmann::json;
+
+std::string default_producer() { return std::string("skv ") + SKV_VERSION; }
+const char* layout_name(Layout l) { return l == Layout::THD ? "THD" : "HTD"; }
+const char* transform_name(KeyTransform t) {
+  switch (t) {
+    case KeyTransform::centre: return "centre";
+    case KeyTransform::prerope_centre: return "prerope_centre";
+    default: return "none";
+  }
+}
+
+RowBytes row_bytes(int d, int g8, int g4) {
+  RowBytes r;
+  const uint64_t D = uint64_t(d);
+  r.values[0] = 2 * D;
+  r.values[1] = D;
+  r.values[2] = D / 2;
+  r.params[1] = 2 * (D / uint64_t(g8));
+  r.params[2] = 4 * (D / uint64_t(g4));
+  return r;
+}
+
+void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, const std::string& ctx) {
+  g8 = q.int8_group == 0 ? d : q.int8_group;
+  g4 = q.int4_group == 0 ? d : q.int4_group;
+  if (g8 <= 0 || d % g8 != 0)
+    fail(Errc::invalid_argument, ctx,
+         "INT8 group size " + std::to_string(g8) + " does not divide head_dim " + std::to_string(d));
+  if (g4 <= 0 || d % g4 != 0 || g4 % 2 != 0)
+    fail(Errc::invalid_argument, ctx,
+         "INT4 group size " + std::to_string(g4) + " must be even and divide head_dim " +
+             std::to_string(d));
+}
+
+std::string build_manifest(const KvCache& c, const QuantSettings& quant, const std::string& policy,
+                           double requested_budget, const std::string& producer) {
+  int g8, g4;
+  resolve_groups(c.shape.head_dim, quant, g8, g4, c.source);
+  json j;
+  j["format"] = "skv";
+  j["producer"] = producer;
+  j["shape"] = {{"layers", c.shape.layers},
+                {"kv_heads", c.shape.kv_heads},
+                {"tokens", c.shape.tokens},
+                {"head_dim", c.shape.head_dim}};
+  j["layout"] = layout_name(c.layout);
+  j["dtype"] = std::string(dtype_name(c.shape.dtype));
+  j["fp16_tier_dtype"] = c.shape.dtype == DType::BF16 ? "BF16" : "F16";
+  json tensors = json::array();
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    const KvLayer& L = c.layers[l];
+    tensors.push_back({{"k", L.k_name},
+                       {"v", L.v_name},
+                       {"k_shape", L.k.shape},
+                       {"v_shape", L.v.shape},
+                       {"mask", L.mask_name.empty() ? "layers." + std::to_string(l) + ".mask"
+                                                    : L.mask_name}});
+  }
+  j["tensors"] = std::move(tensors);
+  j["metadata"] = c.metadata;
+  if (c.meta.rope_theta && c.meta.rope_style != RopeStyle::unknown)
+    j["rope"] = {{"theta", *c.meta.rope_theta},
+                 {"style", c.meta.rope_style == RopeStyle::neox ? "neox" : "gptj"},
+                 {"position_offset", c.meta.position_offset}};
+  else
+    j["rope"] = nullptr;
+  j["policy"] = policy;
+  j["requested_budget"] = requested_budget;
+  j["quant"] = {{"int8", {{"bits", 8}, {"group", g8}, {"symmetric", true}, {"scale_dtype", "F16"}}},
+                {"int4",
+                 {{"bits", 4},
+                  {"group", g4},
+                  {"symmetric", false},
+                  {"scale_dtype", "F16"},
+                  {"zero_dtype", "F16"},
+                  {"zero", "min"}}},
+                {"key_transform", transform_name(quant.key_transform)},
+                {"centre_dtype", "F32"},
+                {"zstd_level", quant.zstd_level}};
+  return j.dump();
+}
+
+namespace {
+[[noreturn]] void bad(const std::string& ctx, const std::string& what) {
+  fail(Errc::format, ctx, "manifest: " + what);
+}
+const json& field(const json& j, const char* key, const std::string& ctx) {
+  auto it = j.find(key);
+  if (it == j.end()) bad(ctx, std::string("missing '") + key + "'");
+  return *it;
+}
+int positive(const json& j, const char* key, const std::string& ctx, int64_t max) {
+  const json& v = field(j, key, ctx);
+  if (!v.is_number_integer() || v.get<int64_t>() < 1 || v.get<int64_t>() > max)
+    bad(ctx, std::string("'") + key + "' must be an integer in 1.." + std::to_string(max));
+  return int(v.get<int64_t>());
+}
+std::string str(const json& j, const char* key, const std::string& ctx) {
+  const json& v = field(j, key, ctx);
+  if (!v.is_string()) bad(ctx, std::string("'") + key + "' must be a string");
+  return v.get<std::string>();
+}
+void expect(const json& j, const char* key, const json& want, const std::string& ctx) {
+  if (field(j, key, ctx) != want)
+    fail(Errc::unsupported, ctx,
+         std::string("manifest: '") + key + "' = " + j.at(key).dump() + " (this reader knows " +
+             want.dump() + ")");
+}
+}  // namespace
+
+void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,
+                    std::vector<Shape>& k_shapes, std::vector<Shape>& v_shapes, KvMeta& rope) {
+  json j;
+  try {
+    j = json::parse(text);
+  } catch (const json::exception& e) {
+    bad(ctx, std::string("not valid JSON (") + e.what() + ")");
+  }
+  try {
+    if (!j.is_object()) bad(ctx, "not a JSON object");
+    if (str(j, "format", ctx) != "skv") bad(ctx, "'format' is not \"skv\"");
+    info.producer = str(j, "producer", ctx);
+    const json& sh = field(j, "shape", ctx);
+    KvShape& s = info.shape;
+    s.layers = positive(sh, "layers", ctx, 1 << 20);
+    s.kv_heads = positive(sh, "kv_heads", ctx, 1 << 16);
+    s.tokens = positive(sh, "tokens", ctx, 1 << 30);
+    s.head_dim = positive(sh, "head_dim", ctx, 1 << 16);
+    if (int64_t(s.kv_heads) * s.tokens * s.head_dim > (int64_t(1) << 40))
+      bad(ctx, "layer too large");
+    const std::string layout = str(j, "layout", ctx);
+    if (layout == "HTD") info.layout = Layout::HTD;
+    else if (layout == "THD") info.layout = Layout::THD;
+    else bad(ctx, "unknown layout '" + layout + "'");
+    const auto dt = dtype_from_name(str(j, "dtype", ctx));
+    if (!dt || !is_float(*dt)) bad(ctx, "'dtype' must be F16, BF16 or F32");
+    s.dtype = *dt;
+    const std::string tier_dt = str(j, "fp16_tier_dtype", ctx);
+    if (tier_dt != (s.dtype == DType::BF16 ? "BF16" : "F16"))
+      bad(ctx, "'fp16_tier_dtype' " + tier_dt + " does not fit dtype " + std::string(dtype_name(s.dtype)));
+    const json& ts = field(j, "tensors", ctx);
+    if (!ts.is_array() || ts.size() != size_t(s.layers))
+      bad(ctx, "'tensors' must list " + std::to_string(s.layers) + " layers");
+    info.k_names.clear(); info.v_names.clear(); info.q_names.clear(); info.mask_names.clear();
+    k_shapes.clear(); v_shapes.clear();
+    const int64_t numel = int64_t(s.kv_heads) * s.tokens * s.head_dim;
+    for (const json& t : ts) {
+      info.k_names.push_back(str(t, "k", ctx));
+      info.v_names.push_back(str(t, "v", ctx));
+      info.q_names.emplace_back();
+      info.mask_names.push_back(str(t, "mask", ctx));
+      for (int kv = 0; kv < 2; ++kv) {
+        const json& js = field(t, kv ? "v_shape" : "k_shape", ctx);
+        if (!js.is_array() || js.size() > 8) bad(ctx, "tensor shape must be an array of <= 8 dims");
+        Shape shape;
+        for (const json& d : js) {
+          if (!d.is_number_integer() || d.get<int64_t>() < 0) bad(ctx, "bad dimension in a tensor shape");
+          shape.push_back(d.get<int64_t>());
+        }
+        if (checked_numel(shape, ctx) != numel)
+          bad(ctx, "shape " + shape_str(shape) + " does not hold kv_heads*tokens*head_dim elements");
+        (kv ? v_shapes : k_shapes).push_back(std::move(shape));
+      }
+    }
+    info.metadata.clear();
+    const json& md = field(j, "metadata", ctx);
+    if (!md.is_object()) bad(ctx, "'metadata' must be an object");
+    for (auto it = md.begin(); it != md.end(); ++it) {
+      if (!it.value().is_string()) bad(ctx, "metadata value of '" + it.key() + "' is not a string");
+      info.metadata[it.key()] = it.value().get<std::string>();
+    }
+    rope = KvMeta{};
+    const json& r = field(j, "rope", ctx);
+    if (!r.is_null()) {
+      const json& th = field(r, "theta", ctx);
+      if (!th.is_number() || !(th.get<double>() > 0)) bad(ctx, "'rope.theta' must be > 0");
+      rope.rope_theta = th.get<double>();
+      const std::string st = str(r, "style", ctx);
+      if (st == "neox") rope.rope_style = RopeStyle::neox;
+      else if (st == "gptj") rope.rope_style = RopeStyle::gptj;
+      else bad(ctx, "unknown rope style '" + st + "'");
+      const json& po = field(r, "position_offset", ctx);
+      if (!po.is_number_integer() || po.get<int64_t>() < 0 || po.get<int64_t>() > (int64_t(1) << 40))
+        bad(ctx, "bad 'rope.position_offset'");
+      rope.position_offset = po.get<int64_t>();
+    }
+    info.policy = str(j, "policy", ctx);
+    const json& rb = field(j, "requested_budget", ctx);
+    if (!rb.is_number()) bad(ctx, "'requested_budget' must be a number");
+    info.requested_budget = rb.get<double>();
+    const json& q = field(j, "quant", ctx);
+    const json& q8 = field(q, "int8", ctx);
+    expect(q8, "bits", 8, ctx);
+    expect(q8, "symmetric", true, ctx);
+    expect(q8, "scale_dtype", "F16", ctx);
+    const json& q4 = field(q, "int4", ctx);
+    expect(q4, "bits", 4, ctx);
+    expect(q4, "symmetric", false, ctx);
+    expect(q4, "scale_dtype", "F16", ctx);
+    expect(q4, "zero_dtype", "F16", ctx);
+    expect(q4, "zero", "min", ctx);
+    expect(q, "centre_dtype", "F32", ctx);
+    QuantSettings& qs = info.quant;
+    qs.int8_group = positive(q8, "group", ctx, s.head_dim);
+    qs.int4_group = positive(q4, "group", ctx, s.head_dim);
+    int g8, g4;
+    try {
+      resolve_groups(s.head_dim, qs, g8, g4, ctx);
+    } catch (const Error& e) {
+      bad(ctx, e.what());
+    }
+    const std::string kt = str(q, "key_transform", ctx);
+    if (kt == "none") qs.key_transform = KeyTransform::none;
+    else if (kt == "centre") qs.key_transform = KeyTransform::centre;
+    else if (kt == "prerope_centre") qs.key_transform = KeyTransform::prerope_centre;
+    else fail(Errc::unsupported, ctx, "manifest: unknown key_transform '" + kt + "'");
+    if (qs.key_transform == KeyTransform::prerope_centre && (!rope.rope_theta || s.head_dim % 2))
+      bad(ctx, "prerope_centre needs 'rope' and an even head_dim");
+    const json& zl = field(q, "zstd_level", ctx);
+    qs.zstd_level = zl.is_number_integer() ? int(zl.get<int64_t>()) : 0;
+  } catch (const json::exception& e) {
+    bad(ctx, e.what());
+  }
+}
+
+}  // namespace skv::fmt

@@ -1,0 +1,442 @@
+// ContainerReader: verifies and decodes a .skv container front to back, one layer at a time
+// (formats/skv.md). Every checksum is verified before the bytes it covers are used.
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <memory>
+
+#include "container_format.hpp"
+#include "quant_rows.hpp"
+#include "rope.hpp"
+#include "skv/error.hpp"
+#include "skv/half.hpp"
+#include "skv/parallel.hpp"
+
+namespace skv {
+
+using namespace fmt;
+
+namespace {
+struct SectionHeader {
+  uint32_t tag = 0, flags = 0;
+  uint64_t size = 0, number = 0, payload_hash = 0;
+};
+
+std::string tag_str(uint32_t t) {
+  std::string s;
+  for (int i = 0; i < 4; ++i) {
+    const char c = char((t >> (8 * i)) & 0xff);
+    s += (c >= 0x20 && c < 0x7f) ? c : '?';
+  }
+  return s;
+}
+}  // namespace
+
+struct ContainerReader::Impl {
+  ByteSource& in;
+  std::string name;
+  ContainerInfo info;
+  std::vector<Shape> k_shapes, v_shapes;
+  int threads = 0;
+  uint64_t pos = 0;
+  int next = 0;
+  bool done = false;
+  int H = 0, T = 0, D = 0, g8 = 0, g4 = 0;
+  RowBytes rb;
+  bool centred = false;
+  std::unique_ptr<detail::RopeTable> rope;
+  uint64_t max_layer_payload = 0;
+  std::vector<uint8_t> payload;
+  std::vector<uint8_t> unpacked[kStreams];
+  const uint8_t* stream[kStreams] = {};
+  uint64_t n[2][kNumTiers]{};
+  std::vector<uint32_t> rank[2];
+  TierCounts seen;
+  ByteBreakdown bb;
+  uint64_t mani_off = 0, trlr_off = 0;
+  std::vector<uint64_t> layer_offs;
+
+  Impl(ByteSource& src, std::string n_) : in(src), name(std::move(n_)) {}
+
+  [[noreturn]] void bad(Errc c, const std::string& what) const { fail(c, name, what); }
+
+  void read_exact(void* dst, uint64_t len, const char* what) {
+    auto* p = static_cast<uint8_t*>(dst);
+    uint64_t got = 0;
+    while (got < len) {
+      const size_t k = in.read(p + got, size_t(std::min<uint64_t>(len - got, uint64_t(1) << 30)));
+      if (k == 0)
+        bad(Errc::truncated, std::string("input ends inside ") + what + " at byte " + std::to_string(pos + got));
+      got += k;
+    }
+    pos += len;
+  }
+
+  SectionHeader read_header() {
+    uint8_t h[kHeaderSize];
+    const uint64_t at = pos;
+    read_exact(h, kHeaderSize, "a section header");
+    if (XXH3_64bits(h, 56) != get_u64(h + 56))
+      bad(Errc::checksum, "section header at byte " + std::to_string(at) + ": checksum mismatch");
+    SectionHeader s;
+    s.tag = get_u32(h);
+    s.flags = get_u32(h + 4);
+    s.size = get_u64(h + 8);
+    s.number = get_u64(h + 16);
+    s.payload_hash = get_u64(h + 48);
+    for (int i = 24; i < 48; ++i)
+      if (h[i]) bad(Errc::format, "section " + tag_str(s.tag) + ": reserved header bytes are not zero");
+    if (s.flags & ~kFlagRequired)
+      bad(Errc::format, "section " + tag_str(s.tag) + ": reserved flag bits are set");
+    const bool known = s.tag == kTagMani || s.tag == kTagLayr || s.tag == kTagTrlr ||
+                       s.tag == kTagIndx || s.tag == kTagFoot;
+    if (known && s.flags != kFlagRequired)
+      bad(Errc::format, "section " + tag_str(s.tag) + ": must be marked required");
+    if (known && s.tag != kTagLayr && s.number != 0)
+      bad(Errc::format, "section " + tag_str(s.tag) + ": number must be zero");
+    bb.header += kHeaderSize;
+    return s;
+  }
+
+  void read_payload(const SectionHeader& s, uint64_t max) {
+    if (s.size > max)
+      bad(Errc::format, "section " + tag_str(s.tag) + ": payload of " + std::to_string(s.size) +
+                            " bytes exceeds the " + std::to_string(max) + " this container allows");
+    const uint64_t padded = align64(s.size);
+    payload.resize(size_t(padded));
+    read_exact(payload.data(), padded, ("section " + tag_str(s.tag)).c_str());
+    if (XXH3_64bits(payload.data(), size_t(padded)) != s.payload_hash) {
+      std::string what = "section " + tag_str(s.tag);
+      if (s.tag == kTagLayr) what += " (layer " + std::to_string(s.number) + ")";
+      bad(Errc::checksum, what + ": payload checksum mismatch");
+    }
+  }
+
+  // Unknown section: optional ones are verified and skipped, required ones refused.
+  void skip_unknown(const SectionHeader& s) {
+    if (s.flags & kFlagRequired)
+      bad(Errc::unsupported, "required section '" + tag_str(s.tag) + "' is unknown to this reader");
+    if (s.size > (uint64_t(1) << 48)) bad(Errc::format, "section " + tag_str(s.tag) + ": absurd size");
+    XXH3_state_t* st = XXH3_createState();
+    XXH3_64bits_reset(st);
+    std::vector<uint8_t> chunk(1 << 16);
+    uint64_t left = align64(s.size);
+    try {
+      while (left) {
+        const uint64_t k = std::min<uint64_t>(left, chunk.size());
+        read_exact(chunk.data(), k, "an optional section");
+        XXH3_64bits_update(st, chunk.data(), size_t(k));
+        left -= k;
+      }
+    } catch (...) {
+      XXH3_freeState(st);
+      throw;
+    }
+    const uint64_t h = XXH3_64bits_digest(st);
+    XXH3_freeState(st);
+    if (h != s.payload_hash) bad(Errc::checksum, "section " + tag_str(s.tag) + ": payload checksum mismatch");
+  }
+
+  // Next section that this reader knows (skipping optional unknown ones).
+  SectionHeader next_known() {
+    for (;;) {
+      SectionHeader s = read_header();
+      if (s.tag == kTagMani || s.tag == kTagLayr || s.tag == kTagTrlr || s.tag == kTagIndx ||
+          s.tag == kTagFoot)
+        return s;
+      skip_unknown(s);
+    }
+  }
+
+  void expect_tag(const SectionHeader& s, uint32_t tag, const std::string& what) const {
+    if (s.tag != tag) bad(Errc::format, "expected " + what + ", found section " + tag_str(s.tag));
+  }
+
+  void open() {
+    uint8_t h[kHeaderSize];
+    read_exact(h, kHeaderSize, "the file header");
+    if (std::memcmp(h, kMagic.data(), 8) != 0) bad(Errc::format, "not an skv container (bad magic)");
+    const uint16_t major = get_u16(h + 8);
+    if (major != kMajor)
+      bad(Errc::unsupported, "format version " + std::to_string(major) + "." +
+                                 std::to_string(get_u16(h + 10)) + " is not supported (this reader reads 1.x)");
+    if (XXH3_64bits(h, 56) != get_u64(h + 56)) bad(Errc::checksum, "file header: checksum mismatch");
+    if (get_u32(h + 12) != 0) bad(Errc::format, "file header: reserved flag bits are set");
+    if (get_u32(h + 16) != kAlign) bad(Errc::format, "file header: alignment is not 64");
+    for (int i = 20; i < 56; ++i)
+      if (h[i]) bad(Errc::format, "file header: reserved bytes are not zero");
+    info.format_version = major;
+    bb.header += kHeaderSize;
+
+    mani_off = pos;
+    const SectionHeader s = read_header();
+    expect_tag(s, kTagMani, "the manifest (MANI) first");
+    read_payload(s, kMaxManifest);
+    bb.manifest = s.size;
+    parse_manifest(std::string(reinterpret_cast<const char*>(payload.data()), size_t(s.size)), name,
+                   info, k_shapes, v_shapes, info.rope);
+    H = info.shape.kv_heads;
+    T = info.shape.tokens;
+    D = info.shape.head_dim;
+    g8 = info.quant.int8_group;
+    g4 = info.quant.int4_group;
+    rb = row_bytes(D, g8, g4);
+    centred = info.quant.key_transform != KeyTransform::none;
+    if (info.quant.key_transform == KeyTransform::prerope_centre)
+      rope = std::make_unique<detail::RopeTable>(*info.rope.rope_theta, info.rope.rope_style, D);
+    const uint64_t HT = uint64_t(H) * uint64_t(T);
+    max_layer_payload = kDirSize + kStreams * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
+                        2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2]);
+  }
+
+  uint64_t expected_raw(int s) const {
+    if (s == kKMap || s == kVMap) return uint64_t(T);
+    if (s == kKCentre) return centred ? 4 * uint64_t(H) * uint64_t(D) : 0;
+    const int kv = s >= kVBase ? 1 : 0;
+    const uint64_t h = uint64_t(H);
+    switch (s - (kv ? kVBase : kKBase)) {
+      case kF16: return h * n[kv][0] * rb.values[0];
+      case kQ8: return h * n[kv][1] * rb.values[1];
+      case kS8: return h * n[kv][1] * rb.params[1];
+      case kQ4: return h * n[kv][2] * rb.values[2];
+      default: return h * n[kv][2] * rb.params[2];
+    }
+  }
+
+  void unpack_stream(int s, uint32_t codec, uint64_t off, uint64_t stored, uint64_t raw, int layer) {
+    const std::string where = "layer " + std::to_string(layer) + " stream " + std::to_string(s);
+    if (raw != expected_raw(s))
+      bad(Errc::format, where + ": holds " + std::to_string(raw) + " bytes, tier maps imply " +
+                            std::to_string(expected_raw(s)));
+    if (codec == 0) {
+      stream[s] = payload.data() + off;
+      return;
+    }
+    unpacked[s].resize(size_t(raw));
+    const size_t r = ZSTD_decompress(unpacked[s].data(), size_t(raw), payload.data() + off, size_t(stored));
+    if (ZSTD_isError(r) || r != raw) bad(Errc::format, where + ": zstd frame does not decode to its size");
+    stream[s] = unpacked[s].data();
+  }
+
+  void parse_layer(int l, uint64_t size) {
+    if (size < kDirSize) bad(Errc::format, "layer " + std::to_string(l) + ": section too small");
+    const uint8_t* dir = payload.data();
+    for (size_t i = kStreams * kDirEntry; i < kDirSize; ++i)
+      if (dir[i]) bad(Errc::format, "layer " + std::to_string(l) + ": directory padding is not zero");
+    uint64_t off[kStreams], stored[kStreams], raw[kStreams];
+    uint32_t codec[kStreams];
+    uint64_t end = kDirSize;
+    for (int s = 0; s < kStreams; ++s) {
+      const uint8_t* e = dir + s * kDirEntry;
+      codec[s] = get_u32(e);
+      stored[s] = get_u64(e + 8);
+      raw[s] = get_u64(e + 16);
+      const std::string where = "layer " + std::to_string(l) + " stream " + std::to_string(s);
+      if (codec[s] > 1) bad(Errc::unsupported, where + ": unknown stream codec " + std::to_string(codec[s]));
+      if (get_u32(e + 4) != 0) bad(Errc::format, where + ": reserved directory field is not zero");
+      if (stored[s] > raw[s] || (codec[s] == 0 && stored[s] != raw[s]) || raw[s] > size)
+        bad(Errc::format, where + ": inconsistent sizes");
+      off[s] = align64(end);
+      if (off[s] > size || stored[s] > size - off[s]) bad(Errc::format, where + ": runs past the section");
+      for (uint64_t i = end; i < off[s]; ++i)
+        if (payload[size_t(i)]) bad(Errc::format, where + ": padding is not zero");
+      end = off[s] + stored[s];
+    }
+    if (end != size) bad(Errc::format, "layer " + std::to_string(l) + ": section size does not match its streams");
+    for (int kv = 0; kv < 2; ++kv) {
+      const int s = kv ? kVMap : kKMap;
+      unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
+      std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
+      rank[kv].resize(size_t(T));
+      for (int t = 0; t < T; ++t) {
+        const uint8_t code = stream[s][t];
+        if (code >= kNumTiers)
+          bad(code < 16 ? Errc::unsupported : Errc::format,
+              "layer " + std::to_string(l) + (kv ? " V" : " K") + " token " + std::to_string(t) +
+                  ": tier code " + std::to_string(code) + (code < 16 ? " is reserved (a newer format?)" : " is invalid"));
+        rank[kv][size_t(t)] = uint32_t(n[kv][code]++);
+      }
+    }
+    for (int s = kKCentre; s < kStreams; ++s) unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
+    for (int kv = 0; kv < 2; ++kv)
+      for (int t = 0; t < kNumTiers; ++t) (kv ? seen.v : seen.k)[size_t(t)] += n[kv][t];
+    for (int s = 0; s < kStreams; ++s) {
+      if (s <= kVMap) bb.tier_maps += stored[s];
+      else if (s == kKCentre) bb.centres += stored[s];
+      else {
+        const int ts = (s - kKBase) % kTierStreams;
+        (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += stored[s];
+      }
+    }
+    bb.header += kDirSize;
+  }
+
+  void store_row(const float* y, DType dt, std::byte* dst, const detail::RowKernels& K) const {
+    if (dt == DType::F32) std::memcpy(dst, y, size_t(D) * 4);
+    else if (dt == DType::F16) K.f32_to_f16(y, D, reinterpret_cast<uint16_t*>(dst));
+    else K.f32_to_bf16(y, D, reinterpret_cast<uint16_t*>(dst));
+  }
+
+  void decode_head(int kv, int h, Tensor& out) const {
+    const detail::RowKernels& K = detail::row_kernels();
+    const DType dt = out.dtype;
+    const size_t es = dtype_size(dt), row_bytes_out = size_t(D) * es;
+    const DType tier_dt = info.shape.dtype == DType::BF16 ? DType::BF16 : DType::F16;
+    const int base = kv ? kVBase : kKBase;
+    const uint8_t* map = stream[kv ? kVMap : kKMap];
+    const float* centre = kv == 0 && centred
+                              ? reinterpret_cast<const float*>(stream[kKCentre]) + size_t(h) * size_t(D)
+                              : nullptr;
+    const detail::RopeTable* rp = kv == 0 ? rope.get() : nullptr;
+    std::vector<float> y(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    const uint64_t hh = uint64_t(h);
+    for (int t = 0; t < T; ++t) {
+      const size_t idx = info.layout == Layout::HTD ? size_t(h) * size_t(T) + size_t(t)
+                                                    : size_t(t) * size_t(H) + size_t(h);
+      std::byte* dst = out.data.data() + idx * row_bytes_out;
+      const uint64_t r = rank[kv][size_t(t)];
+      switch (Tier(map[t])) {
+        case Tier::DROP: std::memset(dst, 0, row_bytes_out); continue;
+        case Tier::FP16: {
+          const uint8_t* src = stream[base + kF16] + (hh * n[kv][0] + r) * rb.values[0];
+          if (dt == tier_dt) {
+            std::memcpy(dst, src, row_bytes_out);
+            continue;
+          }
+          const auto* s16 = reinterpret_cast<const uint16_t*>(src);
+          (tier_dt == DType::F16 ? K.f16_to_f32 : K.bf16_to_f32)(s16, D, y.data());
+          break;
+        }
+        case Tier::INT8: {
+          const uint64_t row = hh * n[kv][1] + r;
+          K.dq8(reinterpret_cast<const int8_t*>(stream[base + kQ8]) + row * uint64_t(D), D, g8,
+                reinterpret_cast<const uint16_t*>(stream[base + kS8]) + row * uint64_t(D / g8), centre,
+                y.data());
+          if (rp) {
+            rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
+            rp->apply(y.data(), cs.data(), sn.data());
+          }
+          break;
+        }
+        case Tier::INT4: {
+          const uint64_t row = hh * n[kv][2] + r;
+          K.dq4(stream[base + kQ4] + row * uint64_t(D / 2), D, g4,
+                reinterpret_cast<const uint16_t*>(stream[base + kP4]) + row * uint64_t(2 * (D / g4)),
+                centre, y.data());
+          if (rp) {
+            rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
+            rp->apply(y.data(), cs.data(), sn.data());
+          }
+          break;
+        }
+      }
+      store_row(y.data(), dt, dst, K);
+    }
+  }
+
+  void finish() {
+    SectionHeader s = next_known();
+    trlr_off = pos - kHeaderSize;
+    expect_tag(s, kTagTrlr, "the trailer (TRLR) after layer " + std::to_string(info.shape.layers - 1));
+    if (s.size != kTrailerSize) bad(Errc::format, "trailer: wrong size");
+    read_payload(s, kTrailerSize);
+    const uint8_t* tr = payload.data();
+    info.total_bytes = get_u64(tr);
+    info.achieved_budget = get_f64(tr + 8);
+    info.nominal_budget = get_f64(tr + 16);
+    info.raw_bytes = get_u64(tr + 24);
+    for (int t = 0; t < kNumTiers; ++t) {
+      info.tiers.k[size_t(t)] = get_u64(tr + 32 + 8 * t);
+      info.tiers.v[size_t(t)] = get_u64(tr + 64 + 8 * t);
+    }
+    if (info.tiers.k != seen.k || info.tiers.v != seen.v)
+      bad(Errc::format, "trailer: tier counts disagree with the tier maps");
+    s = next_known();
+    const uint64_t indx_off = pos - kHeaderSize;
+    expect_tag(s, kTagIndx, "the index (INDX)");
+    const uint64_t L = uint64_t(info.shape.layers);
+    if (s.size != 24 + 8 * L) bad(Errc::format, "index: wrong size");
+    read_payload(s, s.size);
+    const uint8_t* ix = payload.data();
+    bool ok = get_u64(ix) == L && get_u64(ix + 8) == mani_off && get_u64(ix + 16) == trlr_off;
+    for (uint64_t l = 0; l < L; ++l) ok = ok && get_u64(ix + 24 + 8 * l) == layer_offs[size_t(l)];
+    if (!ok) bad(Errc::format, "index: offsets disagree with the file");
+    s = next_known();
+    expect_tag(s, kTagFoot, "the footer (FOOT)");
+    if (s.size != kFootSize) bad(Errc::format, "footer: wrong size");
+    read_payload(s, kFootSize);
+    if (get_u64(payload.data()) != indx_off || get_u64(payload.data() + 8) != pos)
+      bad(Errc::format, "footer: offsets disagree with the file");
+    if (info.total_bytes != pos) bad(Errc::format, "trailer: total_bytes disagrees with the file size");
+    uint8_t extra;
+    if (in.read(&extra, 1) != 0) bad(Errc::format, "bytes follow the footer");
+    bb.total = pos;
+    bb.index = kTrailerSize + s.size + 24 + 8 * L;
+    bb.padding = bb.total - bb.header - bb.manifest - bb.tier_maps - bb.payload - bb.scales -
+                 bb.centres - bb.index;
+    done = true;
+    payload.clear();
+    payload.shrink_to_fit();
+  }
+
+  bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {
+    if (done) return false;
+    const DType dt = want.value_or(info.shape.dtype);
+    if (!is_float(dt)) bad(Errc::invalid_argument, "decode dtype must be F16, BF16 or F32");
+    if (next == info.shape.layers) {
+      finish();
+      return false;
+    }
+    const SectionHeader s = next_known();
+    layer_offs.push_back(pos - kHeaderSize);
+    expect_tag(s, kTagLayr, "layer " + std::to_string(next));
+    if (s.number != uint64_t(next))
+      bad(Errc::format, "layer section " + std::to_string(s.number) + " where layer " + std::to_string(next) + " belongs");
+    read_payload(s, max_layer_payload);
+    const int l = next++;
+    parse_layer(l, s.size);
+    out.index = l;
+    bool dropped = false;
+    for (int kv = 0; kv < 2; ++kv) dropped = dropped || n[kv][size_t(Tier::DROP)] > 0;
+    if (skip) return true;
+    // Reuse the caller's tensors when they already fit: no fresh pages to fault in per layer.
+    for (int kv = 0; kv < 2; ++kv) {
+      Tensor& t = kv ? out.v : out.k;
+      const Shape& shape = (kv ? v_shapes : k_shapes)[size_t(l)];
+      if (t.dtype != dt || t.shape != shape || !t.data.data()) t = Tensor(dt, shape);
+    }
+    out.q.reset();
+    out.mask.reset();
+    parallel_for(2 * H, threads, [&](int task) {
+      const int kv = task / H;
+      decode_head(kv, task % H, kv ? out.v : out.k);
+    });
+    if (dropped) {
+      out.mask = Tensor(DType::U8, Shape{int64_t(T)});
+      uint8_t* m = out.mask->as<uint8_t>();
+      for (int t = 0; t < T; ++t)
+        m[t] = stream[kKMap][t] != uint8_t(Tier::DROP) && stream[kVMap][t] != uint8_t(Tier::DROP);
+    }
+    return true;
+  }
+};
+
+ContainerReader::ContainerReader(ByteSource& in, std::string name) : impl_(new Impl(in, std::move(name))) {
+  try {
+    impl_->open();
+  } catch (...) {
+    delete impl_;
+    throw;
+  }
+}
+ContainerReader::~ContainerReader() { delete impl_; }
+const ContainerInfo& ContainerReader::info() const noexcept { return impl_->info; }
+void ContainerReader::set_threads(int threads) noexcept { impl_->threads = threads; }
+bool ContainerReader::next_layer(DecodedLayer& out, std::optional<DType> out_dtype, bool skip) {
+  return impl_->next_layer(out, out_dtype, skip);
+}
+ByteBreakdown ContainerReader::breakdown() const { return impl_->bb; }
+
+}  // namespace skv

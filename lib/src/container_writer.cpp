@@ -1,0 +1,404 @@
+// encode(): KvCache + Plan -> .skv container, streamed front to back (formats/skv.md).
+#include <xxhash.h>
+#include <zstd.h>
+
+#include <cstring>
+#include <memory>
+
+#include "container_format.hpp"
+#include "container_section.hpp"
+#include "quant_rows.hpp"
+#include "rope.hpp"
+#include "skv/error.hpp"
+#include "skv/half.hpp"
+#include "skv/parallel.hpp"
+
+namespace skv {
+namespace fmt {
+
+void fill_header_hash(uint8_t* h) { put_u64(h + 56, XXH3_64bits(h, 56)); }
+
+uint64_t write_section(CountingSink& out, uint32_t tag, uint64_t number, const Payload& payload) {
+  XXH3_state_t* st = XXH3_createState();
+  XXH3_64bits_reset(st);
+  for (const auto& part : payload.parts) XXH3_64bits_update(st, part.p, size_t(part.n));
+  const uint64_t pad = align64(payload.size) - payload.size;
+  XXH3_64bits_update(st, kZeros, size_t(pad));
+  const uint64_t hash = XXH3_64bits_digest(st);
+  XXH3_freeState(st);
+  uint8_t h[kHeaderSize] = {};
+  put_u32(h, tag);
+  put_u32(h + 4, kFlagRequired);
+  put_u64(h + 8, payload.size);
+  put_u64(h + 16, number);
+  put_u64(h + 48, hash);
+  fill_header_hash(h);
+  out.write(h, kHeaderSize);
+  for (const auto& part : payload.parts) out.write(part.p, part.n);
+  out.write(kZeros, pad);
+  return kHeaderSize + payload.size + pad;
+}
+
+}  // namespace fmt
+
+using namespace fmt;
+
+namespace {
+
+struct Geometry {
+  int L, H, T, D, g8, g4;
+  RowBytes rb;
+  bool centred;
+};
+
+// Bytes of stream `s` (raw) given the per-tier token counts of K (n[0]) and V (n[1]).
+uint64_t stream_size(const Geometry& g, int s, const uint64_t (&n)[2][kNumTiers]) {
+  const uint64_t H = uint64_t(g.H), D = uint64_t(g.D);
+  if (s == kKMap || s == kVMap) return uint64_t(g.T);
+  if (s == kKCentre) return g.centred ? 4 * H * D : 0;
+  const int kv = s >= kVBase ? 1 : 0;
+  switch (s - (kv ? kVBase : kKBase)) {
+    case kF16: return H * n[kv][0] * g.rb.values[0];
+    case kQ8: return H * n[kv][1] * g.rb.values[1];
+    case kS8: return H * n[kv][1] * g.rb.params[1];
+    case kQ4: return H * n[kv][2] * g.rb.values[2];
+    default: return H * n[kv][2] * g.rb.params[2];
+  }
+}
+
+void validate(const KvCache& c, const Plan& plan, const std::string& ctx) {
+  const KvShape& s = c.shape;
+  if (s.layers < 1 || s.kv_heads < 1 || s.tokens < 1 || s.head_dim < 1)
+    fail(Errc::invalid_argument, ctx, "empty cache shape");
+  if (!is_float(s.dtype)) fail(Errc::invalid_argument, ctx, "K/V dtype must be F16, BF16 or F32");
+  if (c.layers.size() != size_t(s.layers))
+    fail(Errc::invalid_argument, ctx, "cache lists " + std::to_string(c.layers.size()) +
+                                          " layers, shape says " + std::to_string(s.layers));
+  const size_t bytes = size_t(s.kv_heads) * size_t(s.tokens) * size_t(s.head_dim) * dtype_size(s.dtype);
+  for (size_t l = 0; l < c.layers.size(); ++l) {
+    const KvLayer& L = c.layers[l];
+    if (L.k.bytes.size() != bytes || L.v.bytes.size() != bytes || L.k.dtype != s.dtype ||
+        L.v.dtype != s.dtype)
+      fail(Errc::invalid_argument, ctx, "layer " + std::to_string(l) + " K/V tensors do not match the cache shape");
+  }
+  if (plan.layers != s.layers || plan.tokens != s.tokens ||
+      plan.k_tiers.size() != size_t(s.layers) * size_t(s.tokens) ||
+      plan.v_tiers.size() != plan.k_tiers.size())
+    fail(Errc::invalid_argument, ctx, "plan shape does not match the cache");
+  for (const auto* tiers : {&plan.k_tiers, &plan.v_tiers})
+    for (Tier t : *tiers)
+      if (uint8_t(t) >= kNumTiers) fail(Errc::invalid_argument, ctx, "plan holds an unknown tier code");
+  if (plan.quant.key_transform == KeyTransform::prerope_centre &&
+      (!c.meta.rope_theta || !(*c.meta.rope_theta > 0) || c.meta.rope_style == RopeStyle::unknown))
+    fail(Errc::invalid_argument, ctx, "key transform prerope_centre needs rope_theta and rope_style in the metadata");
+  if (plan.quant.key_transform == KeyTransform::prerope_centre && s.head_dim % 2)
+    fail(Errc::invalid_argument, ctx, "key transform prerope_centre needs an even head_dim");
+  if (c.meta.position_offset < 0) fail(Errc::invalid_argument, ctx, "negative position_offset");
+  if (uint8_t(plan.quant.key_transform) > 2) fail(Errc::invalid_argument, ctx, "unknown key transform");
+  if (plan.quant.zstd_level < 0 || plan.quant.zstd_level > ZSTD_maxCLevel())
+    fail(Errc::invalid_argument, ctx, "zstd level out of range");
+}
+
+// Loads one source row as f32.
+void load_row(const detail::RowKernels& K, DType dt, const std::byte* src, int d, float* x) {
+  if (dt == DType::F16) K.f16_to_f32(reinterpret_cast<const uint16_t*>(src), d, x);
+  else if (dt == DType::BF16) K.bf16_to_f32(reinterpret_cast<const uint16_t*>(src), d, x);
+  else std::memcpy(x, src, size_t(d) * 4);
+}
+
+struct LayerEncoder {
+  const KvCache& c;
+  const Plan& plan;
+  const Geometry& g;
+  const detail::RopeTable* rope;
+  std::vector<uint8_t> streams[kStreams];
+  uint64_t n[2][kNumTiers]{};
+  std::vector<uint32_t> rank[2];
+
+  void prepare(int l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
+      rank[kv].resize(size_t(g.T));
+      std::vector<uint8_t>& map = streams[kv ? kVMap : kKMap];
+      map.resize(size_t(g.T));
+      for (int t = 0; t < g.T; ++t) {
+        const Tier tier = kv ? plan.v(l, t) : plan.k(l, t);
+        map[size_t(t)] = uint8_t(tier);
+        rank[kv][size_t(t)] = uint32_t(n[kv][size_t(tier)]++);
+      }
+    }
+    for (int s = 2; s < kStreams; ++s) streams[s].resize(size_t(stream_size(g, s, n)));
+  }
+
+  // One (K or V, head) of layer l: fills that head's slice of every tier stream.
+  void encode_head(int l, int kv, int h) {
+    const detail::RowKernels& K = detail::row_kernels();
+    const int D = g.D;
+    const DType dt = c.shape.dtype;
+    const uint8_t* map = streams[kv ? kVMap : kKMap].data();
+    const int base = kv ? kVBase : kKBase;
+    std::vector<float> x(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    const float* centre = nullptr;
+    const bool transform = kv == 0 && g.centred;
+    const int64_t p0 = c.meta.position_offset;
+    if (transform) {
+      float* cdst = reinterpret_cast<float*>(streams[kKCentre].data()) + size_t(h) * size_t(D);
+      std::vector<double> acc(static_cast<size_t>(D), 0.0);
+      const double count = double(n[0][1] + n[0][2]);
+      for (int t = 0; t < g.T; ++t) {
+        if (map[t] != uint8_t(Tier::INT8) && map[t] != uint8_t(Tier::INT4)) continue;
+        load_row(K, dt, c.row(l, false, h, t), D, x.data());
+        if (rope) {
+          rope->angles(p0 + t, cs.data(), sn.data());
+          rope->undo(x.data(), cs.data(), sn.data());
+        }
+        for (int d = 0; d < D; ++d) acc[size_t(d)] += double(x[size_t(d)]) / count;
+      }
+      for (int d = 0; d < D; ++d) cdst[d] = float(acc[size_t(d)]);
+      centre = cdst;
+    }
+    uint8_t* f16 = streams[base + kF16].data();
+    auto* q8 = reinterpret_cast<int8_t*>(streams[base + kQ8].data());
+    auto* s8 = reinterpret_cast<uint16_t*>(streams[base + kS8].data());
+    uint8_t* q4 = streams[base + kQ4].data();
+    auto* p4 = reinterpret_cast<uint16_t*>(streams[base + kP4].data());
+    const uint64_t H = uint64_t(h);
+    for (int t = 0; t < g.T; ++t) {
+      const Tier tier = Tier(map[t]);
+      if (tier == Tier::DROP) continue;
+      const std::byte* src = c.row(l, kv == 1, h, t);
+      const uint64_t r = rank[kv][size_t(t)];
+      if (tier == Tier::FP16) {
+        uint8_t* dst = f16 + (H * n[kv][0] + r) * g.rb.values[0];
+        if (dt == DType::F32)
+          K.f32_to_f16(reinterpret_cast<const float*>(src), D, reinterpret_cast<uint16_t*>(dst));
+        else
+          std::memcpy(dst, src, size_t(g.rb.values[0]));
+        continue;
+      }
+      load_row(K, dt, src, D, x.data());
+      if (transform) {
+        if (rope) {
+          rope->angles(p0 + t, cs.data(), sn.data());
+          rope->undo(x.data(), cs.data(), sn.data());
+        }
+        for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
+      }
+      bool ok;
+      if (tier == Tier::INT8) {
+        const uint64_t row = H * n[kv][1] + r;
+        ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+      } else {
+        const uint64_t row = H * n[kv][2] + r;
+        ok = K.q4(x.data(), D, g.g4, q4 + row * uint64_t(D / 2), p4 + row * uint64_t(2 * (D / g.g4)));
+      }
+      if (!ok)
+        fail(Errc::format, c.source,
+             "layer " + std::to_string(l) + (kv ? " V" : " K") + " head " + std::to_string(h) +
+                 " token " + std::to_string(t) + ": a non-finite value (or one beyond FP16 range) "
+                 "cannot be stored at tier " + tier_name(tier) + "; use fp16 for it");
+    }
+  }
+};
+
+uint64_t manifest_section_bytes(const std::string& m) { return kHeaderSize + align64(m.size()); }
+
+uint64_t layer_fixed_bytes(const Geometry& g) {
+  return kHeaderSize + kDirSize + 2 * align64(uint64_t(g.T)) +
+         (g.centred ? align64(4 * uint64_t(g.H) * uint64_t(g.D)) : 0);
+}
+
+uint64_t tail_bytes(int layers) {  // TRLR + INDX + FOOT sections
+  return kHeaderSize + align64(kTrailerSize) + kHeaderSize + align64(24 + 8 * uint64_t(layers)) +
+         kHeaderSize + align64(kFootSize);
+}
+
+Geometry geometry(const KvCache& c, const QuantSettings& q) {
+  Geometry g{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, {}, false};
+  resolve_groups(g.D, q, g.g8, g.g4, c.source);
+  g.rb = row_bytes(g.D, g.g8, g.g4);
+  g.centred = q.key_transform != KeyTransform::none;
+  return g;
+}
+
+}  // namespace
+
+uint64_t SizeModel::bound(const Plan& plan) const {
+  uint64_t s = fixed_bytes;
+  for (Tier t : plan.k_tiers) s += token_bytes[size_t(t) & 3];
+  for (Tier t : plan.v_tiers) s += token_bytes[size_t(t) & 3];
+  return s;
+}
+
+SizeModel size_model(const KvCache& cache, const QuantSettings& quant, const std::string& policy,
+                     double requested_budget, const std::string& producer) {
+  const Geometry g = geometry(cache, quant);
+  SizeModel m;
+  const std::string manifest = build_manifest(cache, quant, policy, requested_budget,
+                                              producer.empty() ? default_producer() : producer);
+  const uint64_t worst_pad = 63 * 2 * kTierStreams;
+  m.fixed_bytes = kHeaderSize + manifest_section_bytes(manifest) +
+                  uint64_t(g.L) * (layer_fixed_bytes(g) + worst_pad) + tail_bytes(g.L);
+  m.max_padding_slack = uint64_t(g.L) * worst_pad;
+  for (int t = 0; t < kNumTiers; ++t)
+    m.token_bytes[size_t(t)] = uint64_t(g.H) * (g.rb.values[t] + g.rb.params[t]);
+  m.token_bytes[3] = 0;
+  return m;
+}
+
+EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, const EncodeOptions& opts) {
+  const std::string& ctx = cache.source;
+  validate(cache, plan, ctx);
+  const Geometry g = geometry(cache, plan.quant);
+  const std::string producer = opts.producer.empty() ? default_producer() : opts.producer;
+  const std::string manifest =
+      build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer);
+  std::unique_ptr<detail::RopeTable> rope;
+  if (plan.quant.key_transform == KeyTransform::prerope_centre)
+    rope = std::make_unique<detail::RopeTable>(*cache.meta.rope_theta, cache.meta.rope_style, g.D);
+
+  EncodeResult res;
+  ByteBreakdown& bb = res.bytes;
+  CountingSink out{sink};
+  uint8_t fh[kHeaderSize] = {};
+  std::memcpy(fh, kMagic.data(), 8);
+  put_u16(fh + 8, kMajor);
+  put_u16(fh + 10, kMinor);
+  put_u32(fh + 16, uint32_t(kAlign));
+  fill_header_hash(fh);
+  out.write(fh, kHeaderSize);
+
+  const uint64_t mani_off = out.pos;
+  {
+    Payload p;
+    p.add(manifest.data(), manifest.size());
+    write_section(out, kTagMani, 0, p);
+  }
+  bb.manifest = manifest.size();
+
+  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}};
+  std::vector<uint8_t> packed[kStreams];
+  std::vector<uint64_t> layer_offsets;
+  TierCounts counts;
+  uint64_t raw_delta = 0;  // raw size minus stored size, over all layers
+  const int level = plan.quant.zstd_level;
+  for (int l = 0; l < g.L; ++l) {
+    enc.prepare(l);
+    parallel_for(2 * g.H, opts.threads, [&](int task) { enc.encode_head(l, task / g.H, task % g.H); });
+    for (int kv = 0; kv < 2; ++kv)
+      for (int t = 0; t < kNumTiers; ++t) (kv ? counts.v : counts.k)[size_t(t)] += enc.n[kv][t];
+    // Entropy stage: per stream, kept only when smaller.
+    bool compressed[kStreams] = {};
+    if (level > 0) {
+      parallel_for(kStreams, opts.threads, [&](int s) {
+        const std::vector<uint8_t>& raw = enc.streams[s];
+        if (raw.empty()) return;
+        packed[s].resize(ZSTD_compressBound(raw.size()));
+        const size_t z = ZSTD_compress(packed[s].data(), packed[s].size(), raw.data(), raw.size(), level);
+        if (ZSTD_isError(z)) fail(Errc::io, ctx, std::string("zstd: ") + ZSTD_getErrorName(z));
+        packed[s].resize(z);
+        compressed[s] = z < raw.size();
+      });
+    }
+    uint8_t dir[kDirSize] = {};
+    Payload p;
+    p.add(dir, kDirSize);
+    uint64_t raw_payload = kDirSize;
+    for (int s = 0; s < kStreams; ++s) {
+      const std::vector<uint8_t>& data = compressed[s] ? packed[s] : enc.streams[s];
+      put_u32(dir + s * kDirEntry, compressed[s] ? 1 : 0);
+      put_u64(dir + s * kDirEntry + 8, data.size());
+      put_u64(dir + s * kDirEntry + 16, enc.streams[s].size());
+      p.pad();
+      p.add(data.data(), data.size());
+      raw_payload = align64(raw_payload) + enc.streams[s].size();
+      const uint64_t sz = data.size();
+      if (s <= kVMap) bb.tier_maps += sz;
+      else if (s == kKCentre) bb.centres += sz;
+      else {
+        const int ts = (s - kKBase) % kTierStreams;
+        (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += sz;
+      }
+    }
+    layer_offsets.push_back(out.pos);
+    raw_delta += align64(raw_payload) - align64(p.size);
+    write_section(out, kTagLayr, uint64_t(l), p);
+    bb.header += kDirSize;
+  }
+
+  // Trailer: the final numbers.
+  const uint64_t trlr_off = out.pos;
+  const uint64_t total = trlr_off + tail_bytes(g.L);
+  uint8_t tr[kTrailerSize] = {};
+  put_u64(tr, total);
+  const double achieved = double(total) / double(cache.shape.fp16_bytes());
+  put_f64(tr + 8, achieved);
+  put_f64(tr + 16, plan.nominal_budget());
+  put_u64(tr + 24, total + raw_delta);
+  for (int t = 0; t < kNumTiers; ++t) {
+    put_u64(tr + 32 + 8 * t, counts.k[size_t(t)]);
+    put_u64(tr + 64 + 8 * t, counts.v[size_t(t)]);
+  }
+  {
+    Payload p;
+    p.add(tr, kTrailerSize);
+    write_section(out, kTagTrlr, 0, p);
+  }
+  const uint64_t indx_off = out.pos;
+  std::vector<uint8_t> idx(24 + 8 * size_t(g.L));
+  put_u64(idx.data(), uint64_t(g.L));
+  put_u64(idx.data() + 8, mani_off);
+  put_u64(idx.data() + 16, trlr_off);
+  for (int l = 0; l < g.L; ++l) put_u64(idx.data() + 24 + 8 * l, layer_offsets[size_t(l)]);
+  {
+    Payload p;
+    p.add(idx.data(), idx.size());
+    write_section(out, kTagIndx, 0, p);
+  }
+  uint8_t foot[kFootSize];
+  put_u64(foot, indx_off);
+  put_u64(foot + 8, total);
+  {
+    Payload p;
+    p.add(foot, kFootSize);
+    write_section(out, kTagFoot, 0, p);
+  }
+  if (out.pos != total) fail(Errc::io, ctx, "internal: container size mismatch");
+
+  bb.total = total;
+  bb.header += kHeaderSize * (2 + uint64_t(g.L) + 3);
+  bb.index = kTrailerSize + idx.size() + kFootSize;
+  bb.padding = total - bb.header - bb.manifest - bb.tier_maps - bb.payload - bb.scales - bb.centres - bb.index;
+
+  ContainerInfo& info = res.info;
+  info.format_version = kMajor;
+  info.shape = cache.shape;
+  info.layout = cache.layout;
+  info.metadata = cache.metadata;
+  for (int l = 0; l < g.L; ++l) {
+    const KvLayer& L = cache.layers[size_t(l)];
+    info.k_names.push_back(L.k_name);
+    info.v_names.push_back(L.v_name);
+    info.q_names.emplace_back();
+    info.mask_names.push_back(L.mask_name.empty() ? "layers." + std::to_string(l) + ".mask" : L.mask_name);
+  }
+  info.quant = plan.quant;
+  info.quant.int8_group = g.g8;
+  info.quant.int4_group = g.g4;
+  info.policy = plan.policy;
+  info.producer = producer;
+  info.requested_budget = plan.requested_budget;
+  info.achieved_budget = achieved;
+  info.nominal_budget = plan.nominal_budget();
+  info.tiers = counts;
+  info.total_bytes = total;
+  info.raw_bytes = total + raw_delta;
+  if (cache.meta.rope_theta && cache.meta.rope_style != RopeStyle::unknown) {
+    info.rope.rope_theta = cache.meta.rope_theta;
+    info.rope.rope_style = cache.meta.rope_style;
+    info.rope.position_offset = cache.meta.position_offset;
+  }
+  return res;
+}
+
+}  // namespace skv

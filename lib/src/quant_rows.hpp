@@ -1,0 +1,27 @@
+// Row kernels: quantize / dequantize / convert one head_dim row, group by group. Two
+// implementations with identical results: the scalar one built on quant.hpp's reference, and an
+// AVX2+F16C+FMA one picked at run time when the CPU has those (tests compare them bit for bit).
+#pragma once
+#include <cstdint>
+
+namespace skv::detail {
+
+struct RowKernels {
+  const char* name;
+  // Return false when a group holds a non-finite value (or, for INT4, an unrepresentable minimum).
+  bool (*q8)(const float* x, int d, int g, int8_t* q, uint16_t* scales);
+  bool (*q4)(const float* x, int d, int g, uint8_t* packed, uint16_t* params);  // (scale, min) pairs
+  void (*dq8)(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre, float* y);
+  void (*dq4)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+              float* y);
+  void (*f16_to_f32)(const uint16_t* src, int n, float* dst);
+  void (*bf16_to_f32)(const uint16_t* src, int n, float* dst);
+  void (*f32_to_f16)(const float* src, int n, uint16_t* dst);
+  void (*f32_to_bf16)(const float* src, int n, uint16_t* dst);
+};
+
+const RowKernels& row_kernels_ref() noexcept;
+const RowKernels* row_kernels_avx2() noexcept;  // null when the CPU lacks AVX2/F16C/FMA
+const RowKernels& row_kernels() noexcept;       // the fastest available
+
+}  // namespace skv::detail

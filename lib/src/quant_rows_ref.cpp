@@ -1,0 +1,65 @@
+#include "quant_rows.hpp"
+
+#include "skv/half.hpp"
+#include "skv/quant.hpp"
+
+namespace skv::detail {
+namespace {
+
+bool q8(const float* x, int d, int g, int8_t* q, uint16_t* scales) {
+  for (int i = 0, j = 0; i < d; i += g, ++j)
+    if (!quant::q8_ref(x + i, size_t(g), q + i, scales + j)) return false;
+  return true;
+}
+
+bool q4(const float* x, int d, int g, uint8_t* packed, uint16_t* params) {
+  for (int i = 0, j = 0; i < d; i += g, j += 2)
+    if (!quant::q4_ref(x + i, size_t(g), packed + i / 2, params + j, params + j + 1)) return false;
+  return true;
+}
+
+void dq8(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre, float* y) {
+  for (int i = 0, j = 0; i < d; i += g, ++j)
+    quant::dq8_ref(q + i, size_t(g), scales[j], centre ? centre + i : nullptr, y + i);
+}
+
+void dq4(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+         float* y) {
+  for (int i = 0, j = 0; i < d; i += g, j += 2)
+    quant::dq4_ref(packed + i / 2, size_t(g), params[j], params[j + 1],
+                   centre ? centre + i : nullptr, y + i);
+}
+
+void f16_to_f32_row(const uint16_t* s, int n, float* o) {
+  for (int i = 0; i < n; ++i) o[i] = f16_to_f32(s[i]);
+}
+void bf16_to_f32_row(const uint16_t* s, int n, float* o) {
+  for (int i = 0; i < n; ++i) o[i] = bf16_to_f32(s[i]);
+}
+void f32_to_f16_row(const float* s, int n, uint16_t* o) {
+  for (int i = 0; i < n; ++i) o[i] = f32_to_f16(s[i]);
+}
+void f32_to_bf16_row(const float* s, int n, uint16_t* o) {
+  for (int i = 0; i < n; ++i) o[i] = f32_to_bf16(s[i]);
+}
+
+}  // namespace
+
+const RowKernels& row_kernels_ref() noexcept {
+  static const RowKernels k{"scalar",        q8,
+                            q4,              dq8,
+                            dq4,             f16_to_f32_row,
+                            bf16_to_f32_row, f32_to_f16_row,
+                            f32_to_bf16_row};
+  return k;
+}
+
+const RowKernels& row_kernels() noexcept {
+  static const RowKernels& best = [] () -> const RowKernels& {
+    const RowKernels* k = row_kernels_avx2();
+    return k ? *k : row_kernels_ref();
+  }();
+  return best;
+}
+
+}  // namespace skv::detail

@@ -1,0 +1,67 @@
+// Every byte of a container is covered by a checksum: any single-byte change, and any
+// truncation, must raise skv::Error (never crash, hang, or decode something else).
+#include <gtest/gtest.h>
+
+#include "codec_test_util.hpp"
+#include "skv/error.hpp"
+
+using namespace skv;
+using namespace skv::test;
+
+namespace {
+
+std::vector<std::byte> small_container(int zstd) {
+  static auto oc = [] {
+    auto c = make_cache(2, 2, 5, 64, DType::F16, Layout::HTD, 3, 4.0f);
+    c.cache.meta.rope_theta = 10000.0;
+    c.cache.meta.rope_style = RopeStyle::neox;
+    return c;
+  }();
+  Plan p = random_plan(2, 5, 12);
+  p.quant.key_transform = KeyTransform::prerope_centre;
+  p.quant.zstd_level = zstd;
+  return encode_bytes(oc.cache, p);
+}
+
+// Decodes everything; returns the error code, or nullopt when it decoded.
+std::optional<Errc> try_decode(std::span<const std::byte> bytes) {
+  try {
+    SpanSource src(bytes);
+    ContainerReader r(src, "corrupt.skv");
+    r.set_threads(1);
+    DecodedLayer d;
+    while (r.next_layer(d)) {}
+    return std::nullopt;
+  } catch (const Error& e) {
+    return e.code();
+  }
+}
+
+TEST(Corruption, EverySingleByteChangeIsDetected) {
+  for (int zstd : {0, 3}) {
+    const auto good = small_container(zstd);
+    ASSERT_FALSE(try_decode(good).has_value());
+    auto bad = good;
+    for (size_t i = 0; i < bad.size(); ++i) {
+      for (uint8_t x : {uint8_t(0x01), uint8_t(0x80), uint8_t(0xff)}) {
+        bad[i] = std::byte(uint8_t(good[i]) ^ x);
+        ASSERT_TRUE(try_decode(bad).has_value()) << "byte " << i << " ^ " << int(x) << " went unnoticed";
+        bad[i] = good[i];
+      }
+    }
+  }
+}
+
+TEST(Corruption, EveryTruncationIsAnError) {
+  const auto good = small_container(0);
+  for (size_t n = 0; n < good.size(); ++n) {
+    const auto code = try_decode(std::span(good.data(), n));
+    ASSERT_TRUE(code.has_value()) << "truncated at " << n;
+    EXPECT_EQ(*code, Errc::truncated) << "truncated at " << n;
+  }
+  auto longer = good;
+  longer.push_back(std::byte{0});
+  EXPECT_EQ(try_decode(longer), Errc::format);
+}
+
+}  // namespace

@@ -1,0 +1,163 @@
+// The AVX2 row kernels must match the scalar reference bit for bit, edge cases included.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "../../../lib/src/quant_rows.hpp"
+#include "codec_test_util.hpp"
+#include "skv/quant.hpp"
+
+using namespace skv;
+using skv::detail::RowKernels;
+
+namespace {
+
+// Rows that stress the quantizers: random scales, all-equal groups, signed zeros, subnormal
+// and huge values, isolated outliers.
+std::vector<float> make_row(test::Rng& rng, int d, int kind) {
+  std::vector<float> x(static_cast<size_t>(d));
+  const float mag = std::ldexp(1.0f, rng.below(60) - 40);
+  for (int i = 0; i < d; ++i) {
+    float v = rng.normalish() * mag;
+    switch (kind % 8) {
+      case 1: v = 1.25f; break;                                        // all equal
+      case 2: v = (rng.below(2) ? 0.0f : -0.0f); break;                // signed zeros
+      case 3: v = rng.below(3) ? (rng.below(2) ? 0.0f : -0.0f) : v; break;
+      case 4: v = v * 1e-38f; break;                                   // subnormal-ish
+      case 5: v = v * 1e30f; break;                                    // huge (saturates)
+      case 6: v = std::numeric_limits<float>::denorm_min() * float(rng.below(5) - 2); break;
+      case 7: if (rng.below(16) == 0) v = 70000.0f * (rng.below(2) ? 1.f : -1.f); break;
+      default: break;
+    }
+    x[size_t(i)] = v;
+  }
+  return x;
+}
+
+class Kernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    simd = detail::row_kernels_avx2();
+    if (!simd) GTEST_SKIP() << "CPU lacks AVX2/F16C/FMA";
+  }
+  const RowKernels& ref = detail::row_kernels_ref();
+  const RowKernels* simd = nullptr;
+};
+
+TEST_F(Kernels, QuantizeAndDequantizeMatchReferenceBitForBit) {
+  test::Rng rng(7);
+  for (int d : {8, 16, 24, 64, 80, 96, 128, 256}) {
+    for (int g : {8, 16, 24, 32, 64, 80, 96, 128, 256}) {
+      if (g > d || d % g) continue;
+      for (int it = 0; it < 64; ++it) {
+        const auto x = make_row(rng, d, it);
+        std::vector<float> centre(static_cast<size_t>(d));
+        for (float& c : centre) c = rng.normalish();
+        const int ng = d / g;
+        std::vector<int8_t> qa(static_cast<size_t>(d)), qb(static_cast<size_t>(d));
+        std::vector<uint16_t> sa(static_cast<size_t>(ng)), sb(static_cast<size_t>(ng));
+        const bool oka = ref.q8(x.data(), d, g, qa.data(), sa.data());
+        const bool okb = simd->q8(x.data(), d, g, qb.data(), sb.data());
+        ASSERT_EQ(oka, okb);
+        if (oka) {
+          ASSERT_EQ(qa, qb) << "q8 d=" << d << " g=" << g << " kind=" << it % 8;
+          ASSERT_EQ(sa, sb);
+          for (const float* c : {static_cast<const float*>(nullptr), static_cast<const float*>(centre.data())}) {
+            std::vector<float> ya(static_cast<size_t>(d)), yb(static_cast<size_t>(d));
+            ref.dq8(qa.data(), d, g, sa.data(), c, ya.data());
+            simd->dq8(qa.data(), d, g, sa.data(), c, yb.data());
+            ASSERT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * 4));
+          }
+        }
+        std::vector<uint8_t> pa(static_cast<size_t>(d / 2)), pb(static_cast<size_t>(d / 2));
+        std::vector<uint16_t> ma(static_cast<size_t>(2 * ng)), mb(static_cast<size_t>(2 * ng));
+        const bool o4a = ref.q4(x.data(), d, g, pa.data(), ma.data());
+        const bool o4b = simd->q4(x.data(), d, g, pb.data(), mb.data());
+        ASSERT_EQ(o4a, o4b) << "d=" << d << " g=" << g << " kind=" << it % 8;
+        if (o4a) {
+          ASSERT_EQ(pa, pb) << "q4 d=" << d << " g=" << g << " kind=" << it % 8;
+          ASSERT_EQ(ma, mb) << "q4 params d=" << d << " g=" << g << " kind=" << it % 8;
+          for (const float* c : {static_cast<const float*>(nullptr), static_cast<const float*>(centre.data())}) {
+            std::vector<float> ya(static_cast<size_t>(d)), yb(static_cast<size_t>(d));
+            ref.dq4(pa.data(), d, g, ma.data(), c, ya.data());
+            simd->dq4(pa.data(), d, g, ma.data(), c, yb.data());
+            ASSERT_EQ(0, std::memcmp(ya.data(), yb.data(), ya.size() * 4));
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(Kernels, NonFiniteGroupsAreRefusedByBoth) {
+  for (float bad : {INFINITY, -INFINITY, NAN}) {
+    std::vector<float> x(64, 1.0f);
+    x[37] = bad;
+    int8_t q[64];
+    uint8_t p[32];
+    uint16_t s[8];
+    EXPECT_FALSE(ref.q8(x.data(), 64, 32, q, s));
+    EXPECT_FALSE(simd->q8(x.data(), 64, 32, q, s));
+    EXPECT_FALSE(ref.q4(x.data(), 64, 32, p, s));
+    EXPECT_FALSE(simd->q4(x.data(), 64, 32, p, s));
+  }
+  std::vector<float> x(32, -1e6f);  // the INT4 minimum overflows FP16
+  uint8_t p[16];
+  uint16_t s[2];
+  EXPECT_FALSE(ref.q4(x.data(), 32, 32, p, s));
+  EXPECT_FALSE(simd->q4(x.data(), 32, 32, p, s));
+}
+
+TEST_F(Kernels, ConversionsMatchReference) {
+  test::Rng rng(3);
+  const int n = 4099;
+  std::vector<float> f(static_cast<size_t>(n));
+  for (float& v : f) {
+    uint32_t u = uint32_t(rng.next());
+    std::memcpy(&v, &u, 4);  // every bit pattern class: NaN, inf, subnormal...
+  }
+  f[0] = -0.0f;
+  f[1] = 65520.0f;
+  f[2] = 65519.99f;
+  std::vector<uint16_t> a(static_cast<size_t>(n)), b(static_cast<size_t>(n));
+  ref.f32_to_f16(f.data(), n, a.data());
+  simd->f32_to_f16(f.data(), n, b.data());
+  EXPECT_EQ(a, b);
+  ref.f32_to_bf16(f.data(), n, a.data());
+  simd->f32_to_bf16(f.data(), n, b.data());
+  EXPECT_EQ(a, b);
+  std::vector<uint16_t> h(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) h[size_t(i)] = uint16_t(i * 16 + (i >> 12));
+  std::vector<float> fa(static_cast<size_t>(n)), fb(static_cast<size_t>(n));
+  ref.f16_to_f32(h.data(), n, fa.data());
+  simd->f16_to_f32(h.data(), n, fb.data());
+  EXPECT_EQ(0, std::memcmp(fa.data(), fb.data(), fa.size() * 4));
+  ref.bf16_to_f32(h.data(), n, fa.data());
+  simd->bf16_to_f32(h.data(), n, fb.data());
+  EXPECT_EQ(0, std::memcmp(fa.data(), fb.data(), fa.size() * 4));
+}
+
+TEST(QuantRef, SignedZeroMinimumGivesPositiveZeroParameters) {
+  const float a[4] = {0.0f, -0.0f, -0.0f, 0.0f}, b[4] = {-0.0f, 0.0f, 0.0f, -0.0f};
+  uint8_t p[2];
+  uint16_t sa, ma, sb, mb;
+  ASSERT_TRUE(quant::q4_ref(a, 4, p, &sa, &ma));
+  ASSERT_TRUE(quant::q4_ref(b, 4, p, &sb, &mb));
+  EXPECT_EQ(ma, 0u);
+  EXPECT_EQ(mb, 0u);
+  EXPECT_EQ(sa, 0u);
+  EXPECT_EQ(sb, 0u);
+}
+
+TEST(QuantRef, HugeValuesSaturateInsteadOfOverflowing) {
+  const float x[2] = {3e38f, -3e38f};
+  int8_t q[2];
+  uint16_t s;
+  ASSERT_TRUE(quant::q8_ref(x, 2, q, &s));
+  EXPECT_EQ(q[0], 127);
+  EXPECT_EQ(q[1], -127);
+}
+
+}  // namespace

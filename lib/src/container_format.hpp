@@ -59,8 +59,9 @@ RowBytes row_bytes(int head_dim, int g8, int g4);
 void resolve_groups(int head_dim, const QuantSettings& q, int& g8, int& g4, const std::string& ctx);
 
 // The manifest JSON text (deterministic) for this cache and settings.
+// `has_drops` is written as 0 or 1 (fixed width, so the size model does not depend on the plan).
 std::string build_manifest(const KvCache& cache, const QuantSettings& quant, const std::string& policy,
-                           double requested_budget, const std::string& producer);
+                           double requested_budget, const std::string& producer, bool has_drops);
 // Parses and validates a manifest into `info` (everything but the trailer's numbers) and the
 // per-layer source shapes.
 void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,

@@ -42,7 +42,7 @@ void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, const std::
 }
 
 std::string build_manifest(const KvCache& c, const QuantSettings& quant, const std::string& policy,
-                           double requested_budget, const std::string& producer) {
+                           double requested_budget, const std::string& producer, bool has_drops) {
   int g8, g4;
   resolve_groups(c.shape.head_dim, quant, g8, g4, c.source);
   json j;
@@ -75,6 +75,7 @@ std::string build_manifest(const KvCache& c, const QuantSettings& quant, const s
     j["rope"] = nullptr;
   j["policy"] = policy;
   j["requested_budget"] = requested_budget;
+  j["drops"] = has_drops ? 1 : 0;
   j["quant"] = {{"int8", {{"bits", 8}, {"group", g8}, {"symmetric", true}, {"scale_dtype", "F16"}}},
                 {"int4",
                  {{"bits", 4},
@@ -197,6 +198,10 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
     const json& rb = field(j, "requested_budget", ctx);
     if (!rb.is_number()) bad(ctx, "'requested_budget' must be a number");
     info.requested_budget = rb.get<double>();
+    const json& dr = field(j, "drops", ctx);
+    if (!dr.is_number_integer() || (dr.get<int64_t>() != 0 && dr.get<int64_t>() != 1))
+      bad(ctx, "'drops' must be 0 or 1");
+    info.has_drops = dr.get<int64_t>() == 1;
     const json& q = field(j, "quant", ctx);
     const json& q8 = field(q, "int8", ctx);
     expect(q8, "bits", 8, ctx);

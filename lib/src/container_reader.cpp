@@ -353,6 +353,8 @@ struct ContainerReader::Impl {
     }
     if (info.tiers.k != seen.k || info.tiers.v != seen.v)
       bad(Errc::format, "trailer: tier counts disagree with the tier maps");
+    if (info.has_drops != (seen.k[size_t(Tier::DROP)] + seen.v[size_t(Tier::DROP)] > 0))
+      bad(Errc::format, "manifest: 'drops' disagrees with the tier maps");
     s = next_known();
     const uint64_t indx_off = pos - kHeaderSize;
     expect_tag(s, kTagIndx, "the index (INDX)");
@@ -398,8 +400,10 @@ struct ContainerReader::Impl {
     const int l = next++;
     parse_layer(l, s.size);
     out.index = l;
-    bool dropped = false;
-    for (int kv = 0; kv < 2; ++kv) dropped = dropped || n[kv][size_t(Tier::DROP)] > 0;
+    for (int t = 0; t < kNumTiers; ++t) {
+      out.tiers.k[size_t(t)] = n[0][size_t(t)];
+      out.tiers.v[size_t(t)] = n[1][size_t(t)];
+    }
     if (skip) return true;
     // Reuse the caller's tensors when they already fit: no fresh pages to fault in per layer.
     for (int kv = 0; kv < 2; ++kv) {
@@ -413,7 +417,7 @@ struct ContainerReader::Impl {
       const int kv = task / H;
       decode_head(kv, task % H, kv ? out.v : out.k);
     });
-    if (dropped) {
+    if (info.has_drops) {
       out.mask = Tensor(DType::U8, Shape{int64_t(T)});
       uint8_t* m = out.mask->as<uint8_t>();
       for (int t = 0; t < T; ++t)
@@ -422,6 +426,10 @@ struct ContainerReader::Impl {
     return true;
   }
 };
+
+bool is_container(std::span<const std::byte> head) noexcept {
+  return head.size() >= kMagic.size() && std::memcmp(head.data(), kMagic.data(), kMagic.size()) == 0;
+}
 
 ContainerReader::ContainerReader(ByteSource& in, std::string name) : impl_(new Impl(in, std::move(name))) {
   try {

@@ -1,4 +1,5 @@
 // encode(): KvCache + Plan -> .skv container, streamed front to back (formats/skv.md).
+#include <algorithm>
 #include <xxhash.h>
 #include <zstd.h>
 
@@ -235,7 +236,7 @@ SizeModel size_model(const KvCache& cache, const QuantSettings& quant, const std
   const Geometry g = geometry(cache, quant);
   SizeModel m;
   const std::string manifest = build_manifest(cache, quant, policy, requested_budget,
-                                              producer.empty() ? default_producer() : producer);
+                                              producer.empty() ? default_producer() : producer, false);
   const uint64_t worst_pad = 63 * 2 * kTierStreams;
   m.fixed_bytes = kHeaderSize + manifest_section_bytes(manifest) +
                   uint64_t(g.L) * (layer_fixed_bytes(g) + worst_pad) + tail_bytes(g.L);
@@ -251,8 +252,11 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   validate(cache, plan, ctx);
   const Geometry g = geometry(cache, plan.quant);
   const std::string producer = opts.producer.empty() ? default_producer() : opts.producer;
+  const bool has_drops =
+      std::find(plan.k_tiers.begin(), plan.k_tiers.end(), Tier::DROP) != plan.k_tiers.end() ||
+      std::find(plan.v_tiers.begin(), plan.v_tiers.end(), Tier::DROP) != plan.v_tiers.end();
   const std::string manifest =
-      build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer);
+      build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer, has_drops);
   std::unique_ptr<detail::RopeTable> rope;
   if (plan.quant.key_transform == KeyTransform::prerope_centre)
     rope = std::make_unique<detail::RopeTable>(*cache.meta.rope_theta, cache.meta.rope_style, g.D);

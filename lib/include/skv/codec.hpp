@@ -56,6 +56,8 @@ struct ContainerInfo {
   KvMeta rope;          // rope_theta, rope_style, position_offset when the manifest has them
   std::string policy, producer;
   double requested_budget = 0, achieved_budget = 0, nominal_budget = 0;
+  // Some token of some layer is dropped: every decoded layer then carries a mask.
+  bool has_drops = false;
   // From the trailer: complete once next_layer() has returned false.
   TierCounts tiers;
   uint64_t total_bytes = 0;  // known when the writer recorded it, else 0
@@ -79,8 +81,14 @@ struct DecodedLayer {
   int index = 0;
   Tensor k, v;                // dropped tokens are zero
   std::optional<Tensor> q;    // when the container carries queries
-  std::optional<Tensor> mask; // U8 [tokens], 1 = present; only when some token was dropped
+  // U8 [tokens], 1 = present; on every layer when the container has any dropped token (so a
+  // streaming writer knows the output's tensors before the first layer arrives).
+  std::optional<Tensor> mask;
+  TierCounts tiers;           // this layer's tokens per tier, K and V
 };
+
+// True when `head` starts with the .skv magic (used to tell containers from dumps).
+bool is_container(std::span<const std::byte> head) noexcept;
 
 // Front-to-back streaming reader; memory bounded by about one layer. Verifies every checksum
 // before using a section; any mismatch or malformation throws naming `name`.

@@ -16,6 +16,7 @@ namespace {
 struct DecodeArgs {
   std::string input = "-", output, dtype, layers;
   bool force = false, json = false;
+  int threads = 0;
 };
 
 std::optional<DType> parse_out_dtype(const std::string& s) {
@@ -29,6 +30,7 @@ std::optional<DType> parse_out_dtype(const std::string& s) {
 int run_decode(const DecodeArgs& a, const Globals& g) {
   InputStream in = InputStream::open(a.input);
   ContainerReader reader(in, a.input);
+  reader.set_threads(a.threads);
   const ContainerInfo& info = reader.info();
   const int nl = info.shape.layers;
   std::vector<bool> want(size_t(nl), a.layers.empty());
@@ -96,6 +98,8 @@ void setup_decode(CLI::App& app, Context& ctx) {
   sub->add_option("--dtype", a->dtype, "Output element type: f16, bf16 or f32 (default: the source's)")
       ->check(CLI::IsMember({"f16", "bf16", "f32", "F16", "BF16", "F32"}));
   sub->add_option("--layers", a->layers, "Decode only these layers, e.g. 0-3,7 (others are verified and skipped)");
+  sub->add_option("--threads", a->threads, "Worker threads per layer (0 = all cores); output does not depend on it")
+      ->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", a->json, "Print a JSON summary (to stderr when the dump goes to stdout)");
   ctx.add(sub, [a, &ctx] { return run_decode(*a, ctx.globals); });
 }

@@ -21,7 +21,9 @@ struct EncodeArgs {
 
 int run_encode(const EncodeArgs& a, const Globals& g) {
   Dump dump = open_dump(a.input, parse_layout(a.layout));
-  const PlanResult pr = build_plan(dump.cache, a.plan);
+  PlanArgs pa = a.plan;
+  pa.threads = a.threads;
+  const PlanResult pr = build_plan(dump.cache, pa);
   const std::string out_path = a.output.empty() ? default_output(a.input, ".skv") : a.output;
   OutputFile out(out_path, {.force = a.force});
   EncodeOptions eo;
@@ -34,6 +36,7 @@ int run_encode(const EncodeArgs& a, const Globals& g) {
     j["input"] = a.input;
     j["output"] = out_path;
     if (!pr.notes.empty()) j["plan_notes"] = pr.notes;
+    if (!pr.report.policy.empty()) j["plan"] = report_json(pr.report);
     print_json(j, data_on_stdout);
   } else if (g.verbosity > 0) {
     fmt::print(stderr, "{} -> {}: {} -> {} (budget {:.4f} achieved{}, nominal {:.4f}; {})\n",

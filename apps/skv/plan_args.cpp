@@ -2,37 +2,92 @@
 
 #include <fmt/core.h>
 
+#include <fstream>
+
 #include "dump_input.hpp"
 #include "skv/error.hpp"
 
 namespace skv::cli {
 
-void add_plan_options(CLI::App& sub, PlanArgs& a) {
-  sub.add_option("--policy", a.policy, "How tokens get tiers: fp16, int8, int4 (uniform)")
-      ->check(CLI::IsMember({"fp16", "int8", "int4"}));
+void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
+  sub.add_option("--policy", a.policy,
+                 "How tokens get tiers: spectrum (default: distortion-aware, 3-tier unless a probe "
+                 "says INT4 is unsafe), spectrum3, spectrum2, greedy, pdtrim, snapkv, fp16, int8, int4")
+      ->check(CLI::IsMember({"spectrum", "spectrum3", "spectrum2", "greedy", "pdtrim", "snapkv",
+                             "fp16", "int8", "int4"}));
+  if (with_budget)
+    sub.add_option("--budget", a.budget,
+                   "Byte budget: container bytes / FP16 bytes of the cache, every byte counted (0 < B <= 1)")
+        ->check(CLI::Range(0.0, 1.0));
   sub.add_option("--tiers", a.tiers_file,
-                 "Explicit tier map: .npy/.safetensors U8 [tokens] or [layers, tokens], "
-                 "0=FP16 1=INT8 2=INT4 3=DROP (overrides --policy)");
+                 "Explicit tier map instead of a policy: .npy/.safetensors U8 [tokens] or "
+                 "[layers, tokens], 0=FP16 1=INT8 2=INT4 3=DROP");
+  sub.add_option("--scorer", a.scorer,
+                 "Importance signal: auto (attention when the dump has queries, else keynorm), "
+                 "attention, keynorm, position")
+      ->check(CLI::IsMember({"auto", "attention", "keynorm", "position"}));
+  sub.add_option("--scores", a.scores_file,
+                 "External importance scores: .npy/.safetensors F32 [tokens] or [layers, tokens]");
+  sub.add_option("--granularity", a.granularity,
+                 "cache: one score per token (mean over layers); layer: one per layer and token")
+      ->check(CLI::IsMember({"cache", "layer"}));
+  sub.add_option("--pool", a.pool, "Attention smoothing over neighbouring tokens: max, avg, none")
+      ->check(CLI::IsMember({"max", "avg", "none"}));
+  sub.add_option("--pool-kernel", a.pool_kernel, "Pooling width in tokens (odd)")->check(CLI::PositiveNumber);
+  sub.add_option("--sinks", a.sinks, "First tokens pinned to the top tier")->check(CLI::NonNegativeNumber);
+  sub.add_option("--recent", a.recent, "Last tokens pinned to the top tier")->check(CLI::NonNegativeNumber);
+  sub.add_flag("--no-kv-split", a.no_kv_split, "Give a token's key and value the same tier");
+  sub.add_flag("--no-drop", a.no_drop, "Distortion-aware policies: never drop a token");
+  sub.add_option("--probe", a.probe_file,
+                 "Result of skv probe (JSON); INT4 is avoided when it says int4_safe: false");
+  sub.add_option("--key-transform", a.key_transform,
+                 "Keys before quantizing: auto (the lowest measured error), none, centre "
+                 "(per-channel mean removed), prerope (undo RoPE, centre; needs rope_theta/rope_style)")
+      ->check(CLI::IsMember({"auto", "none", "centre", "prerope"}));
   sub.add_option("--int8-group", a.int8_group, "Elements per INT8 scale (0 = head_dim)")
       ->check(CLI::NonNegativeNumber);
   sub.add_option("--int4-group", a.int4_group, "Elements per INT4 scale/min pair (0 = head_dim)")
       ->check(CLI::NonNegativeNumber);
-  sub.add_option("--key-transform", a.key_transform,
-                 "Key transform before quantizing: none, centre (per-channel mean removed), "
-                 "prerope (undo RoPE, centre; needs rope_theta/rope_style in the dump)")
-      ->check(CLI::IsMember({"none", "centre", "prerope"}));
-  sub.add_option("--zstd", a.zstd_level, "zstd level for every stream (0 = off); a stream stays raw when zstd does not shrink it")
+  sub.add_option("--zstd", a.zstd_level,
+                 "zstd level for every stream (0 = off); a stream stays raw when zstd does not shrink it")
       ->check(CLI::Range(0, 22));
-}
-
-KeyTransform parse_key_transform(const std::string& s) {
-  if (s == "none") return KeyTransform::none;
-  if (s == "centre" || s == "center") return KeyTransform::centre;
-  if (s == "prerope") return KeyTransform::prerope_centre;
-  fail(Errc::invalid_argument, "--key-transform", "expected none, centre or prerope, got '" + s + "'");
+  sub.add_option("--pdtrim-front", a.pdtrim_front, "pdtrim: share of kept tokens taken from the front")
+      ->check(CLI::Range(0.0, 1.0));
 }
 
 namespace {
+
+KeyTransform parse_transform(const std::string& s) {
+  if (s == "none") return KeyTransform::none;
+  if (s == "centre") return KeyTransform::centre;
+  return KeyTransform::prerope_centre;
+}
+
+// INT4 safety from a probe result file, else from the dump's metadata (skv_int4_safe).
+bool int4_safe(const KvCache& cache, const std::string& probe_file, std::vector<std::string>& notes) {
+  if (!probe_file.empty()) {
+    std::ifstream f(probe_file);
+    if (!f) fail(Errc::io, probe_file, "cannot open probe result");
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(f);
+    } catch (const nlohmann::json::exception& e) {
+      fail(Errc::format, probe_file, std::string("not JSON: ") + e.what());
+    }
+    if (!j.is_object() || !j.contains("int4_safe") || !j["int4_safe"].is_boolean())
+      fail(Errc::format, probe_file, "expected a JSON object with a boolean 'int4_safe'");
+    const bool safe = j["int4_safe"].get<bool>();
+    notes.push_back(fmt::format("probe {}: INT4 {}", probe_file, safe ? "safe" : "unsafe, 2-tier"));
+    return safe;
+  }
+  auto it = cache.metadata.find("skv_int4_safe");
+  if (it != cache.metadata.end()) {
+    const bool safe = it->second != "false" && it->second != "0";
+    notes.push_back(fmt::format("dump metadata skv_int4_safe={}", it->second));
+    return safe;
+  }
+  return true;
+}
 
 Plan plan_from_tiers_file(const KvCache& cache, const std::string& path) {
   const auto& s = cache.shape;
@@ -51,8 +106,7 @@ Plan plan_from_tiers_file(const KvCache& cache, const std::string& path) {
   for (int l = 0; l < s.layers; ++l)
     for (int i = 0; i < s.tokens; ++i) {
       const uint8_t code = v[per_layer ? size_t(l) * size_t(s.tokens) + size_t(i) : size_t(i)];
-      if (code > 3)
-        fail(Errc::format, path, fmt::format("tier code {} at token {} is not 0..3", code, i));
+      if (code > 3) fail(Errc::format, path, fmt::format("tier code {} at token {} is not 0..3", code, i));
       p.k_tiers[size_t(l) * size_t(s.tokens) + size_t(i)] = Tier(code);
     }
   p.v_tiers = p.k_tiers;
@@ -63,21 +117,68 @@ Plan plan_from_tiers_file(const KvCache& cache, const std::string& path) {
 
 PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
   PlanResult r;
-  const auto& s = cache.shape;
+  QuantSettings quant;
+  quant.int8_group = a.int8_group;
+  quant.int4_group = a.int4_group;
+  quant.zstd_level = a.zstd_level;
   if (!a.tiers_file.empty()) {
     r.plan = plan_from_tiers_file(cache, a.tiers_file);
-  } else if (a.policy == "fp16" || a.policy == "int8" || a.policy == "int4") {
-    const Tier t = a.policy == "fp16" ? Tier::FP16 : a.policy == "int8" ? Tier::INT8 : Tier::INT4;
-    r.plan = Plan::uniform(s.layers, s.tokens, t);
-  } else {
-    fail(Errc::unsupported, "--policy " + a.policy, "this policy is not built yet");
+    r.plan.quant = quant;
+    r.plan.quant.key_transform = a.key_transform == "auto" ? KeyTransform::none : parse_transform(a.key_transform);
+    r.plan.requested_budget = a.budget;
+    r.notes.push_back("tiers from " + a.tiers_file);
+    return r;
   }
-  r.plan.quant.int8_group = a.int8_group;
-  r.plan.quant.int4_group = a.int4_group;
-  r.plan.quant.key_transform = parse_key_transform(a.key_transform);
-  r.plan.quant.zstd_level = a.zstd_level;
-  r.plan.requested_budget = a.budget;
+  PolicyOptions o;
+  o.policy = *policy_from_name(a.policy);
+  o.budget = a.budget;
+  o.scoring.scorer = *scorer_from_name(a.scorer);
+  SideTensor external;
+  if (!a.scores_file.empty()) {
+    external = open_side_tensor(a.scores_file, "scores");
+    o.scoring.scorer = Scorer::external;
+    o.scoring.external = external.view;
+  }
+  o.scoring.pool = a.pool == "max" ? Pool::max : a.pool == "avg" ? Pool::avg : Pool::none;
+  o.scoring.pool_kernel = a.pool_kernel;
+  o.scoring.per_layer = a.granularity == "layer";
+  o.scoring.sinks = a.sinks;
+  o.scoring.recent = a.recent;
+  o.scoring.threads = a.threads;
+  o.int4_safe = int4_safe(cache, a.probe_file, r.notes);
+  o.kv_split = !a.no_kv_split;
+  o.allow_drop = !a.no_drop;
+  if (a.key_transform != "auto") o.key_transform = parse_transform(a.key_transform);
+  o.quant = quant;
+  o.pdtrim_front = a.pdtrim_front;
+  o.threads = a.threads;
+  r.plan = make_plan(cache, o, &r.report);
+  r.notes.push_back(fmt::format("scorer {}, key transform {} ({})", scorer_name(r.report.scorer),
+                                a.key_transform == "auto" ? "auto" : a.key_transform,
+                                r.report.key_transform_reason));
   return r;
+}
+
+nlohmann::json report_json(const PolicyReport& r) {
+  nlohmann::json k, v;
+  for (int t = 0; t < kNumTiers; ++t) {
+    k[tier_name(Tier(t))] = r.k_tiers[size_t(t)];
+    v[tier_name(Tier(t))] = r.v_tiers[size_t(t)];
+  }
+  return {{"policy", r.policy},
+          {"scorer", scorer_name(r.scorer)},
+          {"per_layer", r.per_layer},
+          {"key_transform", int(r.key_transform) == 0 ? "none" : int(r.key_transform) == 1 ? "centre" : "prerope"},
+          {"key_transform_reason", r.key_transform_reason},
+          {"int4_allowed", r.int4_allowed},
+          {"budget_bytes", r.budget_bytes},
+          {"predicted_bytes", r.predicted_bytes},
+          {"predicted_budget", r.predicted_budget},
+          {"nominal_budget", r.nominal_budget},
+          {"distortion", r.distortion},
+          {"tiers_k", k},
+          {"tiers_v", v},
+          {"seconds", {{"score", r.seconds_score}, {"errors", r.seconds_errors}, {"allocate", r.seconds_allocate}}}};
 }
 
 }  // namespace skv::cli

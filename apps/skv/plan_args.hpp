@@ -1,33 +1,41 @@
-// Options that decide how a cache is encoded (policy, budget, tiers, quantizer settings), shared
+// Options that decide how a cache is encoded (policy, budget, scoring, quantizer settings), shared
 // by encode, score and bench, and the function turning them into a Plan.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "skv/kvcache.hpp"
 #include "skv/plan.hpp"
+#include "skv/policy.hpp"
 
 namespace skv::cli {
 
 struct PlanArgs {
-  std::string policy = "int8";
+  std::string policy = "spectrum";
   double budget = 0;        // 0 = none
-  std::string tiers_file;   // explicit tier map
-  int int8_group = 0, int4_group = 32;
-  std::string key_transform = "none";
-  int zstd_level = 0;
+  std::string tiers_file;   // explicit tier map (overrides the policy)
+  std::string scorer = "auto", scores_file, granularity = "cache", pool = "max";
+  int pool_kernel = 5, sinks = 4, recent = 0;
+  bool no_kv_split = false, no_drop = false;
+  std::string probe_file;
+  std::string key_transform = "auto";
+  int int8_group = 0, int4_group = 32, zstd_level = 0;
+  double pdtrim_front = 0.5;
+  int threads = 0;
 };
 
-void add_plan_options(CLI::App& sub, PlanArgs& a);
+// `with_budget`: bench takes budgets as a list and registers its own --budget.
+void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget = true);
 
 struct PlanResult {
   Plan plan;
+  PolicyReport report;
   std::vector<std::string> notes;  // what the policy decided and why (shown with -v / --json)
 };
 
 PlanResult build_plan(const KvCache& cache, const PlanArgs& a);
-
-KeyTransform parse_key_transform(const std::string& s);
+nlohmann::json report_json(const PolicyReport& r);
 
 }  // namespace skv::cli

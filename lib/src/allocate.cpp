@@ -25,24 +25,6 @@ std::string budget_str(double b) {
            budget_str(std::ceil(double(min_bytes) / double(fp16) * 1e4) / 1e4));
 }
 
-// LSD radix sort of (key, payload) pairs by ascending key.
-void radix_sort(std::vector<uint32_t>& key, std::vector<uint32_t>& val) {
-  const size_t n = key.size();
-  std::vector<uint32_t> k2(n), v2(n);
-  for (int shift = 0; shift < 32; shift += 8) {
-    size_t count[257] = {};
-    for (uint32_t k : key) ++count[((k >> shift) & 255) + 1];
-    for (int i = 0; i < 256; ++i) count[i + 1] += count[i];
-    for (size_t i = 0; i < n; ++i) {
-      const size_t pos = count[(key[i] >> shift) & 255]++;
-      k2[pos] = key[i];
-      v2[pos] = val[i];
-    }
-    key.swap(k2);
-    val.swap(v2);
-  }
-}
-
 }  // namespace
 
 uint64_t plan_bytes(const SizeModel& m, const Plan& p) {
@@ -138,6 +120,9 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
   if (o.drop) free_opts.push_back({3, 3});
   const Opt fp16_only[1] = {{0, 0}}, drop_only[1] = {{3, 3}};
   const auto& tb = model.token_bytes;
+  // Costs are the same for every entry: order the options by bytes once.
+  std::stable_sort(free_opts.begin(), free_opts.end(),
+                   [&](Opt a, Opt b) { return tb[a.k] + tb[a.v] < tb[b.k] + tb[b.v]; });
 
   // Per entry: lower convex hull of (bytes, distortion), cheapest first.
   std::vector<uint32_t> hoff(N + 1);
@@ -161,12 +146,13 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
       pts[i].c = uint32_t(tb[op.k] + tb[op.v]);
       pts[i].dist = op.k == 3 ? double(d.drop[e]) : double(d.k[e][op.k]) + double(d.v[e][op.v]);
     }
-    for (size_t i = 1; i < no; ++i)  // insertion sort: at most 10 options
-      for (size_t j = i; j > 0 && (pts[j].c < pts[j - 1].c || (pts[j].c == pts[j - 1].c && pts[j].dist < pts[j - 1].dist)); --j)
-        std::swap(pts[j], pts[j - 1]);
     int h = 0;
-    for (size_t i = 0; i < no; ++i) {
+    for (size_t i = 0; i < no; ++i) {  // monotone chain over options in byte order
       const Pt& p = pts[i];
+      if (h && p.c == hull[h - 1].c) {  // same bytes: keep the better one
+        if (p.dist >= hull[h - 1].dist) continue;
+        --h;
+      }
       if (h && p.dist >= hull[h - 1].dist) continue;  // costs more, no better
       while (h >= 2) {  // keep slopes strictly decreasing (convex)
         const Pt &a = hull[h - 2], &b = hull[h - 1];
@@ -185,34 +171,59 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
   hoff[N] = uint32_t(hopt.size());
   if (base > budget_b) too_small(base, budget_b, model.token_bytes[0] * 2 * N);
 
-  // Upgrade segments, best distortion reduction per byte first; pinned entries before all.
-  std::vector<uint32_t> key, seg;
-  key.reserve(hopt.size());
-  seg.reserve(hopt.size());
+  // Upgrade segments (hull point j-1 -> j), best distortion reduction per byte first; pinned
+  // entries before all. Keys keep the order of slopes: (pinned << 31) | (float bits >> 1); within
+  // an entry they never increase (convex hull), so any key threshold takes a prefix of each hull.
+  const size_t P = hopt.size();
+  std::vector<uint32_t> key(P, 0);
+  constexpr int kBucketShift = 16;
+  std::vector<uint64_t> bucket_cost(size_t(1) << 16, 0);
   for (size_t e = 0; e < N; ++e) {
     const bool pin = !pinned.empty() && pinned[e % size_t(T)];
     for (uint32_t j = hoff[e] + 1; j < hoff[e + 1]; ++j) {
       const float slope = float((hdist[j - 1] - hdist[j]) / double(hcost[j] - hcost[j - 1]));
       const uint32_t k = (std::bit_cast<uint32_t>(std::max(slope, 0.0f)) >> 1) | (pin ? 0x80000000u : 0u);
-      key.push_back(~k);  // ascending sort of ~k = descending slope
-      seg.push_back(j);
+      key[j] = k;
+      bucket_cost[k >> kBucketShift] += hcost[j] - hcost[j - 1];
     }
   }
-  radix_sort(key, seg);
-  std::vector<uint32_t> level(N, 0);  // hull index reached per entry
-  std::vector<uint32_t> owner(hopt.size());
-  for (size_t e = 0; e < N; ++e)
-    for (uint32_t j = hoff[e]; j < hoff[e + 1]; ++j) owner[j] = uint32_t(e);
   uint64_t left = budget_b - base;
-  // One pass in slope order; a segment is taken when its predecessor was and it still fits, so
-  // the tail of the pass fills what is left greedily.
-  for (uint32_t j : seg) {
-    const uint32_t e = owner[j];
-    if (hoff[e] + level[e] + 1 != j) continue;
-    const uint64_t dc = hcost[j] - hcost[j - 1];
-    if (dc > left) continue;
-    left -= dc;
-    ++level[e];
+  // Whole buckets from the top while they fit; `cut` is the first that does not.
+  int64_t cut = int64_t(bucket_cost.size()) - 1;
+  for (; cut >= 0 && bucket_cost[size_t(cut)] <= left; --cut) left -= bucket_cost[size_t(cut)];
+  std::vector<uint32_t> level(N, 0);  // hull index reached per entry
+  for (size_t e = 0; e < N; ++e)
+    for (uint32_t j = hoff[e] + 1; j < hoff[e + 1] && int64_t(key[j] >> kBucketShift) > cut; ++j) ++level[e];
+  // Then exact greedy order: the cut bucket's segments, then rounds over each entry's next
+  // segment (the leftover fill), always best key first, taking what still fits.
+  struct Cand { uint32_t key, j, e; };
+  std::vector<Cand> cand;
+  auto take_sorted = [&]() {
+    std::sort(cand.begin(), cand.end(), [](const Cand& a, const Cand& b) { return a.key != b.key ? a.key > b.key : a.j < b.j; });
+    bool any = false;
+    for (const Cand& c : cand) {
+      if (hoff[c.e] + level[c.e] + 1 != c.j) continue;
+      const uint64_t dc = hcost[c.j] - hcost[c.j - 1];
+      if (dc > left) continue;
+      left -= dc;
+      ++level[c.e];
+      any = true;
+    }
+    return any;
+  };
+  if (cut >= 0) {
+    for (size_t e = 0; e < N; ++e)
+      for (uint32_t j = hoff[e] + level[e] + 1; j < hoff[e + 1] && int64_t(key[j] >> kBucketShift) == cut; ++j)
+        cand.push_back({key[j], j, uint32_t(e)});
+    take_sorted();
+    for (int round = 0; round < 4 && left > 0; ++round) {
+      cand.clear();
+      for (size_t e = 0; e < N; ++e) {
+        const uint32_t j = hoff[e] + level[e] + 1;
+        if (j < hoff[e + 1] && hcost[j] - hcost[j - 1] <= left) cand.push_back({key[j], j, uint32_t(e)});
+      }
+      if (cand.empty() || !take_sorted()) break;
+    }
   }
 
   Plan p = Plan::uniform(L, T, Tier::FP16);

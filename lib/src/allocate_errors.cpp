@@ -156,31 +156,41 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       if (present(t) && (sc.pinned.empty() || !sc.pinned[size_t(t)])) unpinned.push_back(t);
     if (unpinned.empty())
       for (int t = 0; t < T; ++t) if (present(t)) unpinned.push_back(t);
-    std::vector<float> k(static_cast<size_t>(D)), v(static_cast<size_t>(D)), wc(static_cast<size_t>(D));
-    std::vector<double> vbar(static_cast<size_t>(D));
-    std::vector<double> acc8v(static_cast<size_t>(T)), acc4v(static_cast<size_t>(T));
+    // Each head's rows are converted once (keys into the transform's space before centring).
+    std::vector<float> K(size_t(T) * D), V(size_t(T) * D), k(static_cast<size_t>(D));
+    std::vector<double> vbar(static_cast<size_t>(D)), kbar(static_cast<size_t>(D)), k2(static_cast<size_t>(D));
+    const double n_unp = double(std::max<size_t>(unpinned.size(), 1));
     for (int h = 0; h < H; ++h) {
-      // Value mean and key centre/spread over the tokens likely to be quantized.
+      for (int t = 0; t < T; ++t) {
+        float* kr = &K[size_t(t) * D];
+        detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, kr);
+        detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, &V[size_t(t) * D]);
+        if (s.tf == KeyTransform::prerope_centre) s.rope->apply(kr, t, true);
+      }
+      // Value mean, key centre and key spread over the tokens likely to be quantized.
       std::fill(vbar.begin(), vbar.end(), 0.0);
+      std::fill(kbar.begin(), kbar.end(), 0.0);
+      std::fill(k2.begin(), k2.end(), 0.0);
       for (int t : unpinned) {
-        detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, v.data());
-        for (int i = 0; i < D; ++i) vbar[i] += std::isfinite(v[i]) ? v[i] : 0.0f;
-      }
-      for (auto& x : vbar) x /= double(std::max<size_t>(unpinned.size(), 1));
-      const std::vector<float> centre = key_centre(c, s, l, h, unpinned);
-      std::vector<float> C = query_power(c, l, h);
-      if (C.empty()) {  // isotropic queries whose logits spread by logit_spread over tokens
-        double spread = 0;
-        std::vector<double> m(size_t(D), 0.0), m2(size_t(D), 0.0);
-        for (int t : unpinned) {
-          detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
-          for (int i = 0; i < D; ++i)
-            if (std::isfinite(k[i])) { m[i] += k[i]; m2[i] += double(k[i]) * k[i]; }
+        const float* vr = &V[size_t(t) * D];
+        const float* kr = &K[size_t(t) * D];
+        for (int i = 0; i < D; ++i) {
+          vbar[i] += std::isfinite(vr[i]) ? vr[i] : 0.0f;
+          const double x = std::isfinite(kr[i]) ? kr[i] : 0.0f;
+          kbar[i] += x;
+          k2[i] += x * x;
         }
-        const double n = double(std::max<size_t>(unpinned.size(), 1));
-        for (int i = 0; i < D; ++i) spread += m2[i] / n - (m[i] / n) * (m[i] / n);
-        C.assign(size_t(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
       }
+      std::vector<float> centre(static_cast<size_t>(D), 0.0f);
+      double spread = 0;
+      for (int i = 0; i < D; ++i) {
+        vbar[i] /= n_unp;
+        if (s.tf != KeyTransform::none) centre[i] = float(kbar[i] / n_unp);
+        spread += k2[i] / n_unp - (kbar[i] / n_unp) * (kbar[i] / n_unp);
+      }
+      std::vector<float> C = query_power(c, l, h);
+      if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
+        C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
       for (int t = 0; t < T; ++t) {
         const size_t e = size_t(l) * T + t;
         if (!present(t)) {
@@ -188,21 +198,21 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
           continue;
         }
         const float w = sc.at(l, h, t) + floor_w;
-        detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, v.data());
-        detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
+        const float* v = &V[size_t(t) * D];
+        const float* kr = &K[size_t(t) * D];
         double vdev = 0;
         bool finite = true;
         for (int i = 0; i < D; ++i) {
-          finite = finite && std::isfinite(v[i]) && std::isfinite(k[i]);
+          finite = finite && std::isfinite(v[i]) && std::isfinite(kr[i]);
           vdev += (v[i] - vbar[i]) * (v[i] - vbar[i]);
+          k[i] = kr[i] - centre[i];
         }
         if (!finite) {
           d.forced[e] = 1;
           continue;
         }
-        to_key_space(s, k.data(), t, centre);
-        const double v8 = group_error(v.data(), D, s.g8, nullptr, false, exact);
-        const double v4 = group_error(v.data(), D, s.g4, nullptr, true, exact);
+        const double v8 = group_error(v, D, s.g8, nullptr, false, exact);
+        const double v4 = group_error(v, D, s.g4, nullptr, true, exact);
         const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
         const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
         d.v[e][1] += float(w * v8);

@@ -130,9 +130,12 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
       if (r.key_error[size_t(tf)] >= 0 && r.key_error[size_t(tf)] < 0.99 * r.key_error[size_t(best)]) best = tf;
     q.key_transform = best;
     char buf[160];
-    std::snprintf(buf, sizeof buf, "lowest sampled key error: none %.4g, centre %.4g, prerope_centre %s",
-                  r.key_error[0], r.key_error[1],
-                  r.key_error[2] >= 0 ? std::to_string(r.key_error[2]).c_str() : "n/a (rope unknown)");
+    if (r.key_error[2] >= 0)
+      std::snprintf(buf, sizeof buf, "lowest sampled key error: none %.4g, centre %.4g, prerope_centre %.4g",
+                    r.key_error[0], r.key_error[1], r.key_error[2]);
+    else
+      std::snprintf(buf, sizeof buf, "lowest sampled key error: none %.4g, centre %.4g (prerope_centre: rope unknown)",
+                    r.key_error[0], r.key_error[1]);
     r.key_transform_reason = buf;
   }
 

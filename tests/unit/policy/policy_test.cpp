@@ -26,9 +26,9 @@ TEST(Policy, BudgetNeverExceeded) {
   auto pick = [&](int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng); };
   const int dims[] = {64, 80, 96, 128, 256};
   int fitted = 0, refused = 0;
-  for (int iter = 0; iter < 40; ++iter) {
+  for (int iter = 0; iter < 30; ++iter) {
     SyntheticOptions o;
-    const int L = pick(1, 4), H = pick(1, 3), D = dims[pick(0, 4)], T = pick(1, 300);
+    const int L = pick(1, 4), H = pick(1, 3), D = dims[pick(0, 4)], T = pick(1, 200);
     o.spec = std::to_string(L) + "x" + std::to_string(H) + "x" + std::to_string(D) + ":" + std::to_string(T);
     o.dtype = std::array{DType::F16, DType::BF16, DType::F32}[size_t(pick(0, 2))];
     o.layout = pick(0, 1) ? Layout::THD : Layout::HTD;

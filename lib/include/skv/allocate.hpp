@@ -1,0 +1,102 @@
+// Tier allocation under an exact byte budget. Two allocators:
+//  - greedy: the published SpectrumKV fractions, tokens assigned in importance order;
+//  - distortion-aware (skv's default): per (layer, token) entry, choose the K and V tiers that
+//    minimise the summed importance-weighted distortion subject to the byte budget, a
+//    multiple-choice knapsack solved on each entry's lower convex hull of (bytes, distortion).
+// Budgets are honest: budget b allows floor(b * fp16_bytes) container bytes, every byte counted
+// through the codec's SizeModel (fixed bytes + per-entry token bytes).
+#pragma once
+#include <array>
+#include <cstdint>
+#include <vector>
+
+#include "skv/codec.hpp"
+#include "skv/kvcache.hpp"
+#include "skv/plan.hpp"
+#include "skv/score.hpp"
+
+namespace skv {
+
+// ---- accounting -------------------------------------------------------------------------------
+
+// fixed_bytes + sum over (layer, K/V, token) of token_bytes[tier]: the size the allocators honour.
+uint64_t plan_bytes(const SizeModel& m, const Plan& p);
+// floor(budget * shape.fp16_bytes()).
+uint64_t budget_bytes(double budget, const KvShape& shape);
+
+// ---- greedy (published) -----------------------------------------------------------------------
+
+struct TierFractions {
+  double fp16 = 0, int8 = 0, int4 = 0, drop = 0;  // shares of tokens, summing to 1
+};
+// SpectrumKV: 3-tier 0.25 <= b <= 0.5: int8 = 4b-1, int4 = 2-4b; 0.5 <= b <= 1: fp16 = 2b-1,
+// int8 = 2-2b; below 0.25 only 4b at INT4, the rest dropped. 2-tier (int4 = false) below 0.5:
+// 2b at INT8, the rest dropped. Throws Errc::invalid_argument unless 0 <= b <= 1.
+TierFractions greedy_fractions(double budget, bool int4);
+
+// Tokens in importance order (pinned first, per layer when scores are per layer) take the tiers
+// in the published fractions of the *nominal* budget; the nominal budget is then lowered until
+// the plan's real bytes fit budget_bytes. `forced_drop` ([layers * tokens], may be empty) marks
+// entries that must be DROP (absent in the source). Throws Errc::budget when nothing fits.
+Plan allocate_greedy(const Scores& scores, int layers, const std::vector<uint8_t>& forced_drop,
+                     const SizeModel& model, uint64_t budget_bytes, double budget, bool int4);
+
+// ---- distortion-aware -------------------------------------------------------------------------
+
+// Importance-weighted distortion of storing each (layer, token) entry at each tier, summed over
+// heads. Units are those of a squared attention-output error, so K, V and DROP compare directly.
+struct Distortion {
+  int layers = 0, tokens = 0;
+  std::vector<std::array<float, 3>> k, v;  // [layers * tokens][FP16, INT8, INT4]
+  std::vector<float> drop;                 // [layers * tokens]: dropping K and V together
+  // [layers * tokens]: 0 free, 1 must stay FP16 (non-finite values), 2 must drop (masked out)
+  std::vector<uint8_t> forced;
+};
+
+struct AllocOptions {
+  bool int8 = true, int4 = true;  // allowed quantized tiers (FP16 always is)
+  bool drop = true;               // may drop entries when that costs less distortion per byte
+  bool kv_split = true;           // K and V of an entry may take different tiers (DROP is joint)
+};
+
+// Pinned tokens ([tokens]) are served before any other entry. Throws Errc::budget, naming the
+// minimum achievable budget, when even the cheapest allowed plan exceeds budget_bytes.
+// `total` (optional) receives the plan's summed distortion.
+Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned,
+                         const SizeModel& model, uint64_t budget_bytes, const AllocOptions& o,
+                         double* total = nullptr);
+
+// ---- error measurement ------------------------------------------------------------------------
+
+enum class ErrorModel : uint8_t {
+  analytic = 0,  // step^2/12 per element from each group's absmax (INT8) or range (INT4)
+  exact = 1,     // run the reference quantizers (skv/quant.hpp) and sum the squared errors
+};
+
+struct ErrorOptions {
+  ErrorModel model = ErrorModel::analytic;
+  // Without queries, the assumed spread (std) of attention logits over tokens; converts key
+  // error into logit error.
+  double logit_spread = 2.0;
+  double weight_floor = 0.1;  // every token weighs at least this share of the uniform weight
+  int threads = 0;
+};
+
+// Distortion tables for `quant` (groups and key transform). Per (layer, head, token) with weight w
+// (the head's score when known, else the layer's), values v, keys k and their quantized k', v':
+//   V tier:  w * |v' - v|^2
+//   K tier:  w * |v - vbar|^2 * g(E[dlogit^2]),  E[dlogit^2] = sum_c C_c (k'_c - k_c)^2 / d,
+//            C_c = mean square of query channel c (or an isotropic estimate without queries),
+//            g(x) = min(exp(2x) - 2 exp(x/2) + 1, 4): E|exp(dlogit) - 1|^2, capped at 4 drops
+//   DROP:    w * |v - vbar|^2   (the token's attention share times its value's deviation)
+// Masked tokens (layer mask 0) are forced to DROP; rows with non-finite values to FP16.
+Distortion measure_distortion(const KvCache& cache, const Scores& scores, const QuantSettings& quant,
+                              const ErrorOptions& o = {});
+
+// Query-weighted squared key error (INT8 + INT4, summed) of a sample of unpinned tokens under
+// each key transform, indexed by KeyTransform; -1 where the transform is unavailable
+// (prerope_centre without rope_theta and a known rope_style).
+std::array<double, 3> key_transform_errors(const KvCache& cache, const QuantSettings& quant,
+                                           const std::vector<uint8_t>& pinned, int threads = 0);
+
+}  // namespace skv

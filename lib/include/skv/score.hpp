@@ -1,0 +1,65 @@
+// Token importance: which (layer, token) entries matter to attention. Produces non-negative scores
+// normalised to sum 1 per row (a row is one layer, or the whole cache when shared), plus pinned
+// tokens that allocators must serve first.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "skv/kvcache.hpp"
+#include "skv/tensor.hpp"
+
+namespace skv {
+
+enum class Scorer : uint8_t {
+  auto_ = 0,   // attention when the cache carries queries, else keynorm
+  attention,   // observation-window attention (SnapKV-style), needs queries
+  keynorm,     // L2 norm of the centred key, averaged over heads (no queries needed)
+  position,    // the published position heuristic: decay from the start + ramp over the last 20%
+  external,    // ScoreOptions::external, F32 [tokens] or [layers, tokens]
+};
+const char* scorer_name(Scorer s) noexcept;                    // "auto", "attention", ...
+std::optional<Scorer> scorer_from_name(std::string_view name) noexcept;
+
+enum class Pool : uint8_t { max = 0, avg = 1, none = 2 };
+
+struct ScoreOptions {
+  Scorer scorer = Scorer::auto_;
+  // attention: 1-D pooling of each head's attention over tokens (SnapKV keeps neighbours of a hit).
+  Pool pool = Pool::max;
+  int pool_kernel = 5;        // odd; 1 = no pooling
+  bool per_layer = false;     // granularity: true keeps one row per layer, false averages layers
+  int sinks = 4;              // first tokens pinned to the top tier
+  int recent = 0;             // last tokens pinned to the top tier
+  std::optional<TensorView> external;  // for Scorer::external
+  int threads = 0;            // 0 = all cores; results never depend on it
+};
+
+struct Scores {
+  int rows = 0, tokens = 0;          // rows = layers (per_layer) or 1 (shared)
+  std::vector<float> value;          // [rows, tokens], each row sums to 1
+  std::vector<float> head;           // attention only: [layers, kv_heads, tokens], rows sum to 1
+  int kv_heads = 0;                  // set when `head` is filled
+  std::vector<uint8_t> pinned;       // [tokens], 1 = sink or recent
+  Scorer used = Scorer::auto_;       // the scorer that actually ran
+
+  float at(int layer, int token) const {
+    return value[(rows == 1 ? 0 : size_t(layer)) * size_t(tokens) + size_t(token)];
+  }
+  // Per-head weight when known, else the (layer, token) score spread evenly over heads.
+  float at(int layer, int kv_head, int token) const {
+    if (!head.empty()) return head[(size_t(layer) * kv_heads + kv_head) * size_t(tokens) + token];
+    return at(layer, token);
+  }
+};
+
+// Throws Errc::invalid_argument for an impossible request (attention without queries, external
+// scores of the wrong shape/dtype, an even pool kernel), naming cache.source.
+Scores score_tokens(const KvCache& cache, const ScoreOptions& opts);
+
+// Token order for allocators: pinned first (in token order), then by decreasing score of `row`,
+// ties broken by position (later first). row < 0 uses the mean over rows.
+std::vector<int> importance_order(const Scores& s, int row);
+
+}  // namespace skv

@@ -1,0 +1,264 @@
+// Error measurement for the distortion-aware allocator (see skv/allocate.hpp for the model).
+#include <algorithm>
+#include <cmath>
+#include <optional>
+#include <vector>
+
+#include "policy_detail.hpp"
+#include "skv/allocate.hpp"
+#include "skv/error.hpp"
+#include "skv/half.hpp"
+#include "skv/parallel.hpp"
+#include "skv/quant.hpp"
+
+namespace skv {
+namespace {
+
+constexpr float kHuge = 1e30f;  // distortion of a tier that cannot hold the row (non-finite)
+
+inline float f16r(float x) { return f16_to_f32(f32_to_f16(std::min(x, 65504.0f))); }
+
+// Weighted squared error of quantizing x (n values, groups of g) at INT8 / INT4; w = nullptr
+// weighs every channel 1. Analytic: every element errs by a uniform step^2/12.
+double group_error(const float* x, int n, int g, const float* w, bool int4, bool exact) {
+  double total = 0;
+  int8_t q8[256];
+  uint8_t q4[128];
+  float y[256];
+  for (int s = 0; s < n; s += g) {
+    const float* xs = x + s;
+    if (exact && g <= 256) {
+      uint16_t sc = 0, mn = 0;
+      if (int4) {
+        if (!quant::q4_ref(xs, size_t(g), q4, &sc, &mn)) return kHuge;
+        quant::dq4_ref(q4, size_t(g), sc, mn, nullptr, y);
+      } else {
+        if (!quant::q8_ref(xs, size_t(g), q8, &sc)) return kHuge;
+        quant::dq8_ref(q8, size_t(g), sc, nullptr, y);
+      }
+      for (int i = 0; i < g; ++i) {
+        const double e = double(y[i]) - xs[i];
+        total += (w ? w[s + i] : 1.0f) * e * e;
+      }
+      continue;
+    }
+    float lo = xs[0], hi = xs[0], am = 0;
+    for (int i = 0; i < g; ++i) {
+      lo = std::min(lo, xs[i]);
+      hi = std::max(hi, xs[i]);
+      am = std::max(am, std::fabs(xs[i]));
+    }
+    if (!std::isfinite(lo) || !std::isfinite(hi)) return kHuge;
+    const float step = int4 ? f16r((hi - lo) / 15.0f) : f16r(am / 127.0f);
+    double ws = 0;
+    for (int i = 0; i < g; ++i) ws += w ? w[s + i] : 1.0f;
+    total += ws * double(step) * step / 12.0;
+  }
+  return total;
+}
+
+// E|exp(x) - 1|^2 for a Gaussian logit error of variance x, capped at 4 (beyond that the token's
+// attention share is simply wrong; dropping it is as good).
+inline double logit_penalty(double x) {
+  if (x > 2) return 4;
+  return std::min(4.0, std::exp(2 * x) - 2 * std::exp(0.5 * x) + 1);
+}
+
+struct Setup {
+  int L, H, T, D, g8, g4;
+  KeyTransform tf;
+  std::optional<detail::RopeTable> rope;
+};
+
+Setup make_setup(const KvCache& c, const QuantSettings& q, KeyTransform tf) {
+  Setup s{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, tf, std::nullopt};
+  s.g8 = q.int8_group ? q.int8_group : s.D;
+  s.g4 = q.int4_group ? q.int4_group : s.D;
+  if (s.D % s.g8 || s.D % s.g4 || s.g8 > 256 || s.g4 > 256)
+    fail(Errc::invalid_argument, c.source,
+         "quantizer groups (int8 " + std::to_string(s.g8) + ", int4 " + std::to_string(s.g4) +
+             ") must divide head_dim " + std::to_string(s.D) + " and be at most 256");
+  if (tf == KeyTransform::prerope_centre) {
+    if (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown)
+      fail(Errc::invalid_argument, c.source, "prerope_centre needs rope_theta and rope_style metadata");
+    s.rope.emplace(s.T, s.D, *c.meta.rope_theta, c.meta.rope_style, c.meta.position_offset);
+  }
+  return s;
+}
+
+// Mean square of each query channel over the window and the group's heads, divided by d:
+// E[dlogit^2] = sum_c C_c dk_c^2 for logits q.k / sqrt(d). Empty without queries.
+std::vector<float> query_power(const KvCache& c, int l, int h) {
+  const KvShape& s = c.shape;
+  const KvLayer& kl = c.layers[size_t(l)];
+  if (!kl.q || s.window <= 0 || s.q_heads % s.kv_heads) return {};
+  const int G = s.q_heads / s.kv_heads, D = s.head_dim, W = s.window;
+  const size_t es = dtype_size(kl.q->dtype);
+  std::vector<double> acc(size_t(D), 0.0);
+  std::vector<float> row(static_cast<size_t>(D));
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < W; ++i) {
+      detail::load_row(kl.q->bytes.data() + (size_t(h * G + g) * W + i) * D * es, kl.q->dtype, D, row.data());
+      for (int d = 0; d < D; ++d) acc[d] += std::isfinite(row[d]) ? double(row[d]) * row[d] : 0.0;
+    }
+  std::vector<float> out(static_cast<size_t>(D));
+  for (int d = 0; d < D; ++d) out[d] = float(acc[d] / (double(G) * W) / D);
+  return out;
+}
+
+void to_key_space(const Setup& s, float* row, int t, const std::vector<float>& centre) {
+  if (s.tf == KeyTransform::prerope_centre) s.rope->apply(row, t, true);
+  if (s.tf != KeyTransform::none)
+    for (int d = 0; d < s.D; ++d) row[d] -= centre[d];
+}
+
+// Centre of the key rows of `tokens` in the transform's space (zero for none).
+std::vector<float> key_centre(const KvCache& c, const Setup& s, int l, int h, const std::vector<int>& tokens) {
+  std::vector<float> centre(size_t(s.D), 0.0f);
+  if (s.tf == KeyTransform::none || tokens.empty()) return centre;
+  std::vector<double> acc(size_t(s.D), 0.0);
+  std::vector<float> row(size_t(s.D));
+  const std::vector<float> zero(size_t(s.D), 0.0f);
+  for (int t : tokens) {
+    detail::load_row(c.row(l, false, h, t), c.shape.dtype, s.D, row.data());
+    if (s.tf == KeyTransform::prerope_centre) s.rope->apply(row.data(), t, true);
+    for (int d = 0; d < s.D; ++d) acc[d] += std::isfinite(row[d]) ? row[d] : 0.0f;
+  }
+  for (int d = 0; d < s.D; ++d) centre[d] = float(acc[d] / double(tokens.size()));
+  return centre;
+}
+
+}  // namespace
+
+Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSettings& q, const ErrorOptions& o) {
+  const Setup s = make_setup(c, q, q.key_transform);
+  const int L = s.L, H = s.H, T = s.T, D = s.D;
+  if (sc.tokens != T) fail(Errc::invalid_argument, c.source, "scores do not match the cache's token count");
+  Distortion d;
+  d.layers = L;
+  d.tokens = T;
+  d.k.assign(size_t(L) * T, {0, 0, 0});
+  d.v.assign(size_t(L) * T, {0, 0, 0});
+  d.drop.assign(size_t(L) * T, 0.0f);
+  d.forced.assign(size_t(L) * T, 0);
+  const bool exact = o.model == ErrorModel::exact;
+  const float floor_w = float(o.weight_floor / T);
+
+  parallel_for(L, o.threads, [&](int l) {
+    const KvLayer& kl = c.layers[size_t(l)];
+    auto present = [&](int t) {
+      if (!kl.mask) return true;
+      const size_t es = dtype_size(kl.mask->dtype);
+      return kl.mask->bytes[size_t(t) * es] != std::byte{0};
+    };
+    std::vector<int> unpinned;
+    for (int t = 0; t < T; ++t)
+      if (present(t) && (sc.pinned.empty() || !sc.pinned[size_t(t)])) unpinned.push_back(t);
+    if (unpinned.empty())
+      for (int t = 0; t < T; ++t) if (present(t)) unpinned.push_back(t);
+    // Each head's rows are converted once (keys into the transform's space before centring).
+    std::vector<float> K(size_t(T) * D), V(size_t(T) * D), k(static_cast<size_t>(D));
+    std::vector<double> vbar(static_cast<size_t>(D)), kbar(static_cast<size_t>(D)), k2(static_cast<size_t>(D));
+    const double n_unp = double(std::max<size_t>(unpinned.size(), 1));
+    for (int h = 0; h < H; ++h) {
+      for (int t = 0; t < T; ++t) {
+        float* kr = &K[size_t(t) * D];
+        detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, kr);
+        detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, &V[size_t(t) * D]);
+        if (s.tf == KeyTransform::prerope_centre) s.rope->apply(kr, t, true);
+      }
+      // Value mean, key centre and key spread over the tokens likely to be quantized.
+      std::fill(vbar.begin(), vbar.end(), 0.0);
+      std::fill(kbar.begin(), kbar.end(), 0.0);
+      std::fill(k2.begin(), k2.end(), 0.0);
+      for (int t : unpinned) {
+        const float* vr = &V[size_t(t) * D];
+        const float* kr = &K[size_t(t) * D];
+        for (int i = 0; i < D; ++i) {
+          vbar[i] += std::isfinite(vr[i]) ? vr[i] : 0.0f;
+          const double x = std::isfinite(kr[i]) ? kr[i] : 0.0f;
+          kbar[i] += x;
+          k2[i] += x * x;
+        }
+      }
+      std::vector<float> centre(static_cast<size_t>(D), 0.0f);
+      double spread = 0;
+      for (int i = 0; i < D; ++i) {
+        vbar[i] /= n_unp;
+        if (s.tf != KeyTransform::none) centre[i] = float(kbar[i] / n_unp);
+        spread += k2[i] / n_unp - (kbar[i] / n_unp) * (kbar[i] / n_unp);
+      }
+      std::vector<float> C = query_power(c, l, h);
+      if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
+        C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
+      for (int t = 0; t < T; ++t) {
+        const size_t e = size_t(l) * T + t;
+        if (!present(t)) {
+          d.forced[e] = 2;
+          continue;
+        }
+        const float w = sc.at(l, h, t) + floor_w;
+        const float* v = &V[size_t(t) * D];
+        const float* kr = &K[size_t(t) * D];
+        double vdev = 0;
+        bool finite = true;
+        for (int i = 0; i < D; ++i) {
+          finite = finite && std::isfinite(v[i]) && std::isfinite(kr[i]);
+          vdev += (v[i] - vbar[i]) * (v[i] - vbar[i]);
+          k[i] = kr[i] - centre[i];
+        }
+        if (!finite) {
+          d.forced[e] = 1;
+          continue;
+        }
+        const double v8 = group_error(v, D, s.g8, nullptr, false, exact);
+        const double v4 = group_error(v, D, s.g4, nullptr, true, exact);
+        const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
+        const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
+        d.v[e][1] += float(w * v8);
+        d.v[e][2] += float(w * v4);
+        d.k[e][1] += float(w * vdev * logit_penalty(x8));
+        d.k[e][2] += float(w * vdev * logit_penalty(x4));
+        d.drop[e] += float(w * vdev);
+      }
+    }
+  });
+  return d;
+}
+
+std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings& q,
+                                           const std::vector<uint8_t>& pinned, int threads) {
+  std::array<double, 3> out{-1, -1, -1};
+  const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
+  std::vector<int> sample;
+  const int step = std::max(1, T / 256);
+  for (int t = 0; t < T; t += step)
+    if (pinned.empty() || !pinned[size_t(t)]) sample.push_back(t);
+  if (sample.empty()) sample.push_back(T - 1);
+  for (KeyTransform tf : {KeyTransform::none, KeyTransform::centre, KeyTransform::prerope_centre}) {
+    if (tf == KeyTransform::prerope_centre && (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown))
+      continue;
+    const Setup s = make_setup(c, q, tf);
+    std::vector<double> per(size_t(L) * H, 0.0);
+    parallel_for(L * H, threads, [&](int task) {
+      const int l = task / H, h = task % H;
+      const std::vector<float> centre = key_centre(c, s, l, h, sample);
+      const std::vector<float> C = query_power(c, l, h);
+      std::vector<float> k(static_cast<size_t>(D));
+      double acc = 0;
+      for (int t : sample) {
+        detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
+        to_key_space(s, k.data(), t, centre);
+        const float* w = C.empty() ? nullptr : C.data();
+        acc += group_error(k.data(), D, s.g8, w, false, true) + group_error(k.data(), D, s.g4, w, true, true);
+      }
+      per[size_t(task)] = acc;
+    });
+    double sum = 0;
+    for (double x : per) sum += x;
+    out[size_t(tf)] = sum;
+  }
+  return out;
+}
+
+}  // namespace skv

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 
 #include "skv/error.hpp"
 #include "skv/model/model.hpp"
@@ -63,39 +62,78 @@ void rope(float* X, int T, int heads, const ModelConfig& c, int p0) {
 
 constexpr int kQueryBlock = 128;
 
-// O[T, heads*hd] = softmax(Q K^T / sqrt(hd) + masks) V, reading K/V from the cache.
+// The keys a layer's attention reads: the cache itself when nothing is masked, else a compact
+// copy of the present rows (so masked rows are never read, not even as 0 * NaN in a product).
+struct Keys {
+  const float* k = nullptr;
+  const float* v = nullptr;
+  size_t head_stride = 0;
+  std::vector<int> pos;  // position of each compact row; empty = identity
+  std::vector<float> kbuf, vbuf;
+
+  Keys(const KvCacheObject& cache, int layer, int n) {
+    const auto mask = cache.mask(layer);
+    bool all = true;
+    for (int j = 0; j < n && all; ++j) all = mask[size_t(j)] != 0;
+    if (all) {
+      k = cache.k_data(layer);
+      v = cache.v_data(layer);
+      head_stride = cache.head_stride();
+      return;
+    }
+    for (int j = 0; j < n; ++j)
+      if (mask[size_t(j)]) pos.push_back(j);
+    const size_t hd = size_t(cache.head_dim()), m = pos.size();
+    head_stride = m * hd;
+    kbuf.resize(size_t(cache.kv_heads()) * head_stride);
+    vbuf.resize(kbuf.size());
+    for (int g = 0; g < cache.kv_heads(); ++g)
+      for (size_t r = 0; r < m; ++r) {
+        const size_t src = size_t(g) * cache.head_stride() + size_t(pos[r]) * hd;
+        std::copy_n(cache.k_data(layer) + src, hd, kbuf.data() + size_t(g) * head_stride + r * hd);
+        std::copy_n(cache.v_data(layer) + src, hd, vbuf.data() + size_t(g) * head_stride + r * hd);
+      }
+    k = kbuf.data();
+    v = vbuf.data();
+  }
+  // Rows whose position is <= last.
+  int count_upto(int last) const {
+    if (pos.empty()) return last + 1;
+    return int(std::upper_bound(pos.begin(), pos.end(), last) - pos.begin());
+  }
+};
+
+// O[T, heads*hd] = softmax(Q K^T / sqrt(hd) + causal mask) V over the present cached keys.
 void attention(const float* Q, int T, int p0, const KvCacheObject& cache, int layer,
                const ModelConfig& c, float* O) {
   const int hd = c.head_dim, nq = c.n_heads, group = c.n_heads / c.n_kv_heads;
   const int qstride = nq * hd;
   const float scale = 1.0f / std::sqrt(float(hd));
-  const auto mask = cache.mask(layer);
+  const Keys keys(cache, layer, p0 + T);
   std::vector<float> S;
   for (int h = 0; h < nq; ++h) {
     const int g = h / group;
-    const float* K = cache.k_data(layer) + size_t(g) * cache.head_stride();
-    const float* V = cache.v_data(layer) + size_t(g) * cache.head_stride();
+    const float* K = keys.k + size_t(g) * keys.head_stride;
+    const float* V = keys.v + size_t(g) * keys.head_stride;
     for (int t0 = 0; t0 < T; t0 += kQueryBlock) {
       const int bt = std::min(kQueryBlock, T - t0);
-      const int nk = p0 + t0 + bt;  // keys [0, nk) cover every query in the block
+      const int nk = keys.count_upto(p0 + t0 + bt - 1);  // every key some query in the block sees
       S.resize(size_t(bt) * size_t(nk));
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bt, nk, hd, scale,
                   Q + size_t(t0) * size_t(qstride) + size_t(h) * size_t(hd), qstride, K, hd, 0.0f,
                   S.data(), nk);
       for (int r = 0; r < bt; ++r) {
         float* s = S.data() + size_t(r) * size_t(nk);
-        const int last = p0 + t0 + r;  // causal: keys 0..last
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int j = 0; j <= last; ++j)
-          if (mask[size_t(j)]) mx = std::max(mx, s[j]);
+        const int n = keys.count_upto(p0 + t0 + r);  // causal: this query's keys are s[0, n)
+        const float mx = *std::max_element(s, s + n);
         double sum = 0;
-        for (int j = 0; j < nk; ++j) {
-          const bool on = j <= last && mask[size_t(j)] && std::isfinite(mx);
-          s[j] = on ? std::exp(s[j] - mx) : 0.0f;
+        for (int j = 0; j < n; ++j) {
+          s[j] = std::exp(s[j] - mx);
           sum += s[j];
         }
-        const float inv = sum > 0 ? float(1.0 / sum) : 0.0f;
-        for (int j = 0; j <= last; ++j) s[j] *= inv;
+        const float inv = float(1.0 / sum);
+        for (int j = 0; j < n; ++j) s[j] *= inv;
+        std::fill(s + n, s + nk, 0.0f);
       }
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bt, hd, nk, 1.0f, S.data(), nk, V, hd,
                   0.0f, O + size_t(t0) * size_t(qstride) + size_t(h) * size_t(hd), qstride);

@@ -8,6 +8,7 @@
 #include "skv/half.hpp"
 #include "skv/model/dump.hpp"
 #include "skv/model/eval.hpp"
+#include "skv/model/kv_bridge.hpp"
 #include "tiny_model.hpp"
 
 using namespace skv;
@@ -129,4 +130,41 @@ TEST(EvalModel, RealModelPerplexityDumpAndNeedle) {
             " The secret number is 48213. ");
   const auto n = needle_trial(m, p);
   EXPECT_TRUE(n.success) << n.answer;
+}
+
+TEST(KvBridge, AssignsDecodedLayersAndMasks) {
+  const auto cfg = test::tiny_config(RopeStyle::gptj);
+  const Model m(cfg, test::tiny_weights(cfg, false, true, 8));
+  const auto ids = ids_of(6, cfg.vocab);
+  const Dump d = make_dump(m, ids, 0);
+  auto cache = m.new_cache();
+  m.forward(cache, ids, ids.size());
+  // A decoded skv cache: the dump's F16 tensors (HTD), with token 2 dropped in layer 1.
+  KvCache kv;
+  kv.shape = {cfg.n_layers, cfg.n_kv_heads, 6, cfg.head_dim};
+  kv.source = "decoded.safetensors";
+  std::vector<uint8_t> mask = {1, 1, 0, 1, 1, 1};
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    KvLayer L;
+    L.k = d.tensors[size_t(2 * l)].view();
+    L.v = d.tensors[size_t(2 * l + 1)].view();
+    if (l == 1) L.mask = TensorView{DType::U8, {6}, std::as_bytes(std::span(mask))};
+    kv.layers.push_back(L);
+  }
+  auto dst = m.new_cache();
+  m.forward(dst, ids, ids.size());
+  for (int l = 0; l < cfg.n_layers; ++l) {  // scramble, so the assignment must restore it
+    auto k = dst.layer_k(l);
+    for (auto& x : k) x = -x;
+    dst.set_layer(l, k, dst.layer_v(l));
+  }
+  assign_from(dst, kv);
+  for (int l = 0; l < cfg.n_layers; ++l) {
+    const auto a = dst.layer_k(l), b = cache.layer_k(l);
+    for (size_t i = 0; i < a.size(); ++i) ASSERT_NEAR(a[i], b[i], 1e-3 * (1 + std::abs(b[i])));
+  }
+  EXPECT_EQ(dst.mask(0)[2], 1);
+  EXPECT_EQ(dst.mask(1)[2], 0);
+  kv.shape.tokens = 5;
+  EXPECT_THROW(assign_from(dst, kv), Error);
 }

@@ -6,7 +6,7 @@ if(TARGET skv_model)
 
   find_package(Python3 COMPONENTS Interpreter)
   if(Python3_FOUND)
-    foreach(check gguf_crosscheck tokenizer_crosscheck llama_crosscheck)
+    foreach(check gguf_crosscheck pretokenize_crosscheck tokenizer_crosscheck llama_crosscheck)
       add_test(NAME model.${check}
                COMMAND ${Python3_EXECUTABLE} ${PROJECT_SOURCE_DIR}/tools/${check}.py
                        --probe $<TARGET_FILE:skv_model_probe>

@@ -5,6 +5,9 @@
 //   skv_model_probe detok MODEL ID...                decoded text
 //   skv_model_probe logits MODEL ID...               per position: top-1 id, log p(next token)
 //   skv_model_probe bench MODEL N [THREADS]          prefill N tokens: seconds, peak RSS
+//   skv_model_probe pretok KIND TEXTFILE             pre-tokenizer pieces, one JSON list per
+//                                                    line of the file (KIND: gpt2, digits_gpt2,
+//                                                    llama3, qwen2; lines split at \x1e)
 #include <sys/resource.h>
 
 #include <chrono>
@@ -72,6 +75,23 @@ int run(int argc, char** argv) {
         for (float x : row) s += std::exp(double(x - mx));
         out["logprob"].push_back(double(row[size_t(ids[t + 1])] - mx) - std::log(s));
       }
+    }
+  } else if (cmd == "pretok") {
+    const std::string kind = argv[2];
+    const model::PreTokenizer k = kind == "gpt2" ? model::PreTokenizer::gpt2
+                                  : kind == "digits_gpt2" ? model::PreTokenizer::digits_gpt2
+                                  : kind == "llama3" ? model::PreTokenizer::llama3
+                                                     : model::PreTokenizer::qwen2;
+    std::ifstream in(argv[3], std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    const std::string all = ss.str();
+    out = json::array();
+    for (size_t a = 0; a <= all.size();) {
+      size_t b = all.find('\x1e', a);
+      if (b == std::string::npos) b = all.size();
+      out.push_back(model::pre_tokenize(std::string_view(all).substr(a, b - a), k));
+      a = b + 1;
     }
   } else if (cmd == "bench") {
     const int n = std::stoi(argv[3]);

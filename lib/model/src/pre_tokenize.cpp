@@ -95,11 +95,69 @@ void split_gpt2(const std::vector<Cp>& c, size_t s, size_t e, std::string_view t
   }
 }
 
+// llama3 / qwen2 regex (see tokenizer.hpp) over code points [s, e); max_digits is 3 or 1.
+void split_llama3(const std::vector<Cp>& c, size_t s, size_t e, std::string_view text, size_t max_digits,
+                  std::vector<std::string>& out) {
+  auto emit = [&](size_t a, size_t b) {
+    out.emplace_back(text.substr(c[a].off, c[b - 1].off + c[b - 1].len - c[a].off));
+  };
+  auto is = [&](size_t k, Cls cls) { return k < e && c[k].cls == cls; };
+  auto newline = [&](size_t k) { return k < e && (c[k].cp == '\r' || c[k].cp == '\n'); };
+  auto lower = [&](size_t k) { return uint32_t(u_tolower(UChar32(c[k].cp))); };
+  size_t i = s;
+  while (i < e) {
+    if (c[i].cp == '\'' && i + 1 < e) {  // case-insensitive contractions
+      const uint32_t c1 = lower(i + 1);
+      if (c1 == 's' || c1 == 't' || c1 == 'm' || c1 == 'd') { emit(i, i + 2); i += 2; continue; }
+      if (i + 2 < e) {
+        const uint32_t c2 = lower(i + 2);
+        if ((c1 == 'r' && c2 == 'e') || (c1 == 'v' && c2 == 'e') || (c1 == 'l' && c2 == 'l')) {
+          emit(i, i + 3); i += 3; continue;
+        }
+      }
+    }
+    // [^\r\n\p{L}\p{N}]?\p{L}+
+    if (!newline(i) && c[i].cls != Cls::number && (is(i, Cls::letter) || is(i + 1, Cls::letter))) {
+      size_t k = i + 1;
+      while (is(k, Cls::letter)) ++k;
+      emit(i, k); i = k; continue;
+    }
+    if (c[i].cls == Cls::number) {  // \p{N}{1,max_digits}
+      size_t k = i;
+      while (is(k, Cls::number) && k - i < max_digits) ++k;
+      emit(i, k); i = k; continue;
+    }
+    //  ?[^\s\p{L}\p{N}]+[\r\n]*
+    const size_t j = (c[i].cp == ' ' && i + 1 < e) ? i + 1 : i;
+    if (c[j].cls == Cls::other) {
+      size_t k = j;
+      while (is(k, Cls::other)) ++k;
+      while (newline(k)) ++k;
+      emit(i, k); i = k; continue;
+    }
+    if (c[i].cls == Cls::space) {
+      size_t k = i, last_nl = 0;
+      while (is(k, Cls::space)) {
+        if (newline(k)) last_nl = k + 1;
+        ++k;
+      }
+      if (last_nl) { emit(i, last_nl); i = last_nl; continue; }          // \s*[\r\n]+
+      if (k < e && k - i > 1) { emit(i, k - 1); i = k - 1; continue; }   // \s+(?!\S)
+      emit(i, k); i = k; continue;                                       // \s+
+    }
+    emit(i, i + 1); ++i;
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> pre_tokenize(std::string_view text, PreTokenizer kind) {
   const std::vector<Cp> c = decode_utf8(text);
   std::vector<std::string> out;
+  if (kind == PreTokenizer::llama3 || kind == PreTokenizer::qwen2) {
+    split_llama3(c, 0, c.size(), text, kind == PreTokenizer::llama3 ? 3 : 1, out);
+    return out;
+  }
   if (kind == PreTokenizer::gpt2) {
     split_gpt2(c, 0, c.size(), text, out);
     return out;

@@ -81,6 +81,10 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& f) {
   else if (pre == "smollm" || pre == "starcoder" || pre == "refact" || pre == "command-r" ||
            pre == "codeshell" || pre == "exaone" || pre == "minerva")
     kind = PreTokenizer::digits_gpt2;
+  else if (pre == "llama-bpe" || pre == "llama3" || pre == "llama-v3")
+    kind = PreTokenizer::llama3;
+  else if (pre == "qwen2" || pre == "deepseek-r1-qwen")
+    kind = PreTokenizer::qwen2;
   else
     fail(Errc::unsupported, f.source(), "tokenizer.ggml.pre '" + pre + "' has no pre-tokenizer here");
   auto tokens = f.get_strings("tokenizer.ggml.tokens");

@@ -38,11 +38,28 @@ TEST(PreTokenize, DigitsSplitFirst) {
   EXPECT_EQ(d("in 2024, it's"), (V{"in", " ", "2", "0", "2", "4", ",", " it", "'s"}));
 }
 
+// Worked out by hand from the llama3 regex (see tokenizer.hpp).
+TEST(PreTokenize, Llama3AndQwen2) {
+  auto l = [](std::string_view s) { return pre_tokenize(s, PreTokenizer::llama3); };
+  EXPECT_EQ(l("Hello world"), (V{"Hello", " world"}));
+  EXPECT_EQ(l("I'M here'S"), (V{"I", "'M", " here", "'S"}));  // case-insensitive
+  EXPECT_EQ(l("12345 x"), (V{"123", "45", " x"}));
+  EXPECT_EQ(l("a\n\n b"), (V{"a", "\n\n", " b"}));   // \s*[\r\n]+ ends at the last newline
+  EXPECT_EQ(l("x!!\n\ny"), (V{"x", "!!\n\n", "y"}));  // punctuation keeps trailing newlines
+  EXPECT_EQ(l("\tfoo (bar)"), (V{"\tfoo", " (", "bar", ")"}));
+  EXPECT_EQ(l("a   b"), (V{"a", "  ", " b"}));
+  EXPECT_EQ(l("end  "), (V{"end", "  "}));
+  auto q = [](std::string_view s) { return pre_tokenize(s, PreTokenizer::qwen2); };
+  EXPECT_EQ(q("x 2024"), (V{"x", " ", "2", "0", "2", "4"}));
+}
+
 TEST(PreTokenize, KeepsEveryByte) {
-  const std::string s = "bad \xff\xfe utf8 \xe2\x82 end\n";
-  std::string joined;
-  for (const auto& p : pre_tokenize(s, PreTokenizer::digits_gpt2)) joined += p;
-  EXPECT_EQ(joined, s);
+  const std::string s = "bad \xff\xfe utf8 \xe2\x82 end\n 12345 'LL x\r\n\n";
+  for (auto kind : {PreTokenizer::gpt2, PreTokenizer::digits_gpt2, PreTokenizer::llama3, PreTokenizer::qwen2}) {
+    std::string joined;
+    for (const auto& p : pre_tokenize(s, kind)) joined += p;
+    EXPECT_EQ(joined, s);
+  }
 }
 
 namespace {

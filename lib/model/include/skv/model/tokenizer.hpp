@@ -18,6 +18,9 @@ namespace skv::model {
 enum class PreTokenizer {
   gpt2,          // 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
   digits_gpt2,   // every \p{N} alone first, then gpt2 (smollm, starcoder, refact, codeshell...)
+  llama3,        // (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|
+                 //  ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+  (llama-bpe)
+  qwen2,         // as llama3 with \p{N} one digit at a time
 };
 
 // Splits text into pre-tokens (byte ranges, concatenating back to text).

@@ -156,6 +156,18 @@ std::vector<float> Model::forward(KvCacheObject& cache, std::span<const int32_t>
       fail(Errc::invalid_argument, "forward", "token id " + std::to_string(id) + " is outside the vocabulary");
 
   const int T = int(tokens.size()), d = c.d_model, hd = c.head_dim;
+  // Small batches (decode steps) run BLAS on one thread: waking worker threads for each of the
+  // hundreds of tiny products costs more than it saves, badly so on a loaded machine.
+  struct BlasThreads {
+    int saved = 0;
+    explicit BlasThreads(bool single) {
+      if (single && (saved = openblas_get_num_threads()) > 1) openblas_set_num_threads(1);
+      else saved = 0;
+    }
+    ~BlasThreads() {
+      if (saved > 1) openblas_set_num_threads(saved);
+    }
+  } blas_threads(T < 16);
   const int qd = c.n_heads * hd, kd = c.n_kv_heads * hd, ff = c.d_ff;
   const int p0 = cache.tokens();
   cache.reserve(p0 + T);

@@ -5,6 +5,8 @@
 //   skv_model_probe detok MODEL ID...                decoded text
 //   skv_model_probe logits MODEL ID...               per position: top-1 id, log p(next token)
 //   skv_model_probe bench MODEL N [THREADS]          prefill N tokens: seconds, peak RSS
+//   skv_model_probe ppl MODEL TEXTFILE N M           perplexity of M tokens after N
+//   skv_model_probe needle MODEL FILLERFILE TOKENS DEPTH NUMBER   one needle trial
 //   skv_model_probe pretok KIND TEXTFILE             pre-tokenizer pieces, one JSON list per
 //                                                    line of the file (KIND: gpt2, digits_gpt2,
 //                                                    llama3, qwen2; lines split at \x1e)
@@ -20,6 +22,7 @@
 
 #include "skv/error.hpp"
 #include "skv/formats/gguf.hpp"
+#include "skv/model/eval.hpp"
 #include "skv/model/model.hpp"
 
 using nlohmann::json;
@@ -76,6 +79,27 @@ int run(int argc, char** argv) {
         out["logprob"].push_back(double(row[size_t(ids[t + 1])] - mx) - std::log(s));
       }
     }
+  } else if (cmd == "ppl" || cmd == "needle") {
+    auto m = model::Model::load(path);
+    std::ifstream in(argv[3], std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    auto t0 = std::chrono::steady_clock::now();
+    if (cmd == "ppl") {
+      const auto ids = m.tokenizer().encode(ss.str());
+      const size_t n = std::stoul(argv[4]), mm = std::stoul(argv[5]);
+      if (ids.size() < n + mm) throw Error(Errc::invalid_argument, "text too short");
+      const auto r = model::perplexity(m, std::span(ids).first(n), std::span(ids).subspan(n, mm));
+      out = {{"ppl", r.ppl}, {"mean_nll", r.mean_nll}, {"context", r.context}, {"targets", r.targets},
+             {"top1_hits", r.top1_hits}};
+    } else {
+      const auto p = model::make_needle_prompt(m.tokenizer(), ss.str(), std::stoi(argv[4]), std::stod(argv[5]),
+                                               uint32_t(std::stoul(argv[6])));
+      const auto r = model::needle_trial(m, p);
+      out = {{"success", r.success}, {"answer", r.answer}, {"haystack_tokens", p.haystack.size()},
+             {"needle_start", p.needle_start}, {"needle_len", p.needle_len}};
+    }
+    out["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } else if (cmd == "pretok") {
     const std::string kind = argv[2];
     const model::PreTokenizer k = kind == "gpt2" ? model::PreTokenizer::gpt2

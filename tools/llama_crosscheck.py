@@ -29,7 +29,7 @@ FALLBACK = ("The licenses for most software and other practical works are design
 
 def prose():
     if os.path.exists(GPL3):
-        return open(GPL3, encoding="utf-8").read()[1500:6000]
+        return open(GPL3, encoding="utf-8").read()[1500:]
     return FALLBACK
 
 

@@ -1,7 +1,7 @@
 // NOT BUILT YET (the codec's encode()/ContainerReader are not on this branch). After merging
 // `codec`, move this into tests/unit_cuda as a GoogleTest case: it proves that layer_ref (what
 // the GPU tests compare against) equals the CPU writer's LAYR payloads and the reader's decoded
-// tensors byte for byte. Run by hand on 2025 branches `cuda` + `codec`: 576 cases, 0 mismatches.
+// tensors byte for byte. Run by hand on `cuda` f72c057 + `codec` f02fd35: 576 cases, 0 mismatches.
 // Build: g++ -std=c++20 -ffp-contract=off -I<codec>/lib/include -I<codec>/lib/core/include
 //   -Icuda/include -Itests/unit_cuda this.cpp tests/unit_cuda/layer_ref.cpp
 //   cuda/src/layer_plan.cpp <codec build>/lib/libskv.a .../libskv_formats.a .../libskv_core.a

@@ -17,7 +17,7 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
                              "fp16", "int8", "int4"}));
   if (with_budget)
     sub.add_option("--budget", a.budget,
-                   "Byte budget: container bytes / FP16 bytes of the cache, every byte counted (0 < B <= 1)")
+                   "Byte budget: container bytes / FP16 bytes of the cache, every byte counted (0 < B <= 1; default 0.5 for budgeted policies)")
         ->check(CLI::Range(0.0, 1.0));
   sub.add_option("--tiers", a.tiers_file,
                  "Explicit tier map instead of a policy: .npy/.safetensors U8 [tokens] or "
@@ -132,6 +132,11 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
   PolicyOptions o;
   o.policy = *policy_from_name(a.policy);
   o.budget = a.budget;
+  const bool uniform = o.policy == PolicyKind::fp16 || o.policy == PolicyKind::int8 || o.policy == PolicyKind::int4;
+  if (!uniform && o.budget <= 0) {
+    o.budget = kDefaultBudget;
+    r.notes.push_back(fmt::format("no --budget given: using {}", kDefaultBudget));
+  }
   o.scoring.scorer = *scorer_from_name(a.scorer);
   SideTensor external;
   if (!a.scores_file.empty()) {

@@ -12,6 +12,10 @@
 
 namespace skv::cli {
 
+// Budgeted policies without --budget use this: half the FP16 bytes, the operating point the
+// published results are quoted at.
+inline constexpr double kDefaultBudget = 0.5;
+
 struct PlanArgs {
   std::string policy = "spectrum";
   double budget = 0;        // 0 = none

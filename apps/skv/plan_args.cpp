@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <fstream>
+#include <numeric>
 
 #include "dump_input.hpp"
 #include "skv/error.hpp"
@@ -46,7 +47,8 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
       ->check(CLI::IsMember({"auto", "none", "centre", "prerope"}));
   sub.add_option("--int8-group", a.int8_group, "Elements per INT8 scale (0 = head_dim)")
       ->check(CLI::NonNegativeNumber);
-  sub.add_option("--int4-group", a.int4_group, "Elements per INT4 scale/min pair (0 = head_dim)")
+  sub.add_option("--int4-group", a.int4_group,
+                 "Elements per INT4 scale/min pair (0 = head_dim; default 32, or gcd(32, head_dim) when 32 does not divide it)")
       ->check(CLI::NonNegativeNumber);
   sub.add_option("--zstd", a.zstd_level,
                  "zstd level for every stream (0 = off); a stream stays raw when zstd does not shrink it")
@@ -119,7 +121,9 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
   PlanResult r;
   QuantSettings quant;
   quant.int8_group = a.int8_group;
-  quant.int4_group = a.int4_group;
+  // 32 is the usual INT4 group; head dims such as 80 or 72 take the largest power of two that
+  // divides them instead of failing.
+  quant.int4_group = a.int4_group >= 0 ? a.int4_group : std::gcd(32, cache.shape.head_dim);
   quant.zstd_level = a.zstd_level;
   if (!a.tiers_file.empty()) {
     r.plan = plan_from_tiers_file(cache, a.tiers_file);

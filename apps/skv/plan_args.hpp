@@ -25,7 +25,7 @@ struct PlanArgs {
   bool no_kv_split = false, no_drop = false;
   std::string probe_file;
   std::string key_transform = "auto";
-  int int8_group = 0, int4_group = 32, zstd_level = 0;
+  int int8_group = 0, int4_group = -1 /* auto */, zstd_level = 0;
   double pdtrim_front = 0.5;
   int threads = 0;
 };

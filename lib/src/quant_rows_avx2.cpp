@@ -236,9 +236,30 @@ SKV_AVX2 inline __m128i order_key(__m128i h) {
 }
 inline uint16_t key_bits(int16_t k) { return uint16_t(uint16_t(k) ^ (k < 0 ? 0x7fffu : 0u)); }
 
+// x * inv rounded and clamped to [lo, hi], as int32 lanes. For F16 sources |x * inv| stays far
+// below 2^31 (|x| <= 65504 and a nonzero FP16 scale is >= 2^-24 with |x| <= ~1024 * 15 * s
+// or 127 * s), so the conversion rounds exactly (ties to even, as nearbyint) and the clamp is
+// left to the saturating packs; BF16 values can be huge, so they are clamped in float first.
+template <bool BF> SKV_AVX2 inline __m256i quant8(__m256 v, __m256 lo, __m256 hi) {
+  if constexpr (BF) return _mm256_cvttps_epi32(round_clamp(v, lo, hi));
+  else return _mm256_cvtps_epi32(v);
+}
+// int32 lanes -> 16 / 8 int8 bytes in element order (saturating), then clamped to [lo, hi].
+SKV_AVX2 inline __m128i pack16i(__m256i a, __m256i b, __m128i lo, __m128i hi) {
+  __m256i w = _mm256_packs_epi32(a, b);
+  w = _mm256_permute4x64_epi64(w, 0xD8);
+  const __m128i r = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+  return _mm_min_epi8(_mm_max_epi8(r, lo), hi);
+}
+SKV_AVX2 inline __m128i pack8i(__m256i a, __m128i lo, __m128i hi) {
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  return _mm_min_epi8(_mm_max_epi8(_mm_packs_epi16(w, w), lo), hi);
+}
+
 template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t* q, uint16_t* scales) {
   const __m128i absmask = _mm_set1_epi16(0x7fff);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m128i lo8 = _mm_set1_epi8(-127), hi8 = _mm_set1_epi8(127);
   for (int i = 0, j = 0; i < d; i += g, ++j) {
     const uint16_t* xg = x + i;
     __m128i m = _mm_setzero_si128();
@@ -252,13 +273,13 @@ template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t*
     const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
     int k = 0;
     for (; k + 16 <= g; k += 16) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
-      const __m256 v1 = round_clamp(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i + k), pack16(v0, v1));
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+      const __m256i v1 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i + k), pack16i(v0, v1, lo8, hi8));
     }
     if (k < g) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i + k), pack8(v0));
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i + k), pack8i(v0, lo8, hi8));
     }
     scales[j] = s16;
   }
@@ -267,6 +288,7 @@ template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t*
 
 template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t* packed, uint16_t* params) {
   const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
+  const __m128i lo8 = _mm_setzero_si128(), hi8 = _mm_set1_epi8(15);
   const __m128i nib = _mm_set1_epi16(0x1001);
   // Keys of +inf and -inf: anything at or beyond them is inf or NaN.
   constexpr int16_t kPosInf = int16_t(kInfBits<BF>), kNegInf = int16_t(uint16_t(kInfBits<BF> | 0x8000u) ^ 0x7fffu);
@@ -291,14 +313,14 @@ template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t
     uint8_t* out = packed + i / 2;
     int k = 0;
     for (; k + 16 <= g; k += 16) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
-      const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack16(v0, v1), nib);
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+      const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
+      const __m128i w = _mm_maddubs_epi16(pack16i(v0, v1, lo8, hi8), nib);
       _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
     }
     if (k < g) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack8(v0), nib);
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+      const __m128i w = _mm_maddubs_epi16(pack8i(v0, lo8, hi8), nib);
       const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
       std::memcpy(out + k / 2, &b, 4);
     }

@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "quant_rows.hpp"
@@ -211,6 +212,10 @@ template <bool BF> SKV_AVX2 inline __m256 load8(const uint16_t* p) {
   if constexpr (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
   else return _mm256_cvtph_ps(h);
 }
+template <bool BF> SKV_AVX2 inline __m256 halves_to_f32(__m128i h) {
+  if constexpr (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  else return _mm256_cvtph_ps(h);
+}
 template <bool BF> SKV_AVX2 inline float half_to_f32(uint16_t h) {
   if constexpr (BF) return bf16_to_f32(h);
   else return from_f16(h);
@@ -219,6 +224,9 @@ template <bool BF> constexpr uint16_t kInfBits = BF ? 0x7f80 : 0x7c00;
 
 SKV_AVX2 inline __m128i load128(const uint16_t* p) {
   return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+SKV_AVX2 inline __m256i load256(const uint16_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
 }
 // Unsigned 16-bit max / signed min and max of 8 lanes (phminposuw does the work).
 SKV_AVX2 inline uint16_t hmax_u16(__m128i v) {
@@ -233,6 +241,9 @@ SKV_AVX2 inline int16_t hmax_i16(__m128i v) {
 // bits <-> order key (the map is its own inverse).
 SKV_AVX2 inline __m128i order_key(__m128i h) {
   return _mm_xor_si128(h, _mm_srli_epi16(_mm_srai_epi16(h, 15), 1));
+}
+SKV_AVX2 inline __m256i order_key(__m256i h) {
+  return _mm256_xor_si256(h, _mm256_srli_epi16(_mm256_srai_epi16(h, 15), 1));
 }
 inline uint16_t key_bits(int16_t k) { return uint16_t(uint16_t(k) ^ (k < 0 ? 0x7fffu : 0u)); }
 
@@ -258,12 +269,16 @@ SKV_AVX2 inline __m128i pack8i(__m256i a, __m128i lo, __m128i hi) {
 
 template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t* q, uint16_t* scales) {
   const __m128i absmask = _mm_set1_epi16(0x7fff);
+  const __m256i absmask2 = _mm256_set1_epi16(0x7fff);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m128i lo8 = _mm_set1_epi8(-127), hi8 = _mm_set1_epi8(127);
   for (int i = 0, j = 0; i < d; i += g, ++j) {
     const uint16_t* xg = x + i;
-    __m128i m = _mm_setzero_si128();
-    for (int k = 0; k < g; k += 8) m = _mm_max_epu16(m, _mm_and_si128(load128(xg + k), absmask));
+    __m256i m2 = _mm256_setzero_si256();
+    int r = 0;
+    for (; r + 16 <= g; r += 16) m2 = _mm256_max_epu16(m2, _mm256_and_si256(load256(xg + r), absmask2));
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(m2), _mm256_extracti128_si256(m2, 1));
+    if (r < g) m = _mm_max_epu16(m, _mm_and_si128(load128(xg + r), absmask));
     const uint16_t abits = hmax_u16(m);
     if (abits >= kInfBits<BF>) return false;  // inf or NaN
     float t = half_to_f32<BF>(abits) / 127.0f;
@@ -292,40 +307,73 @@ template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t
   const __m128i nib = _mm_set1_epi16(0x1001);
   // Keys of +inf and -inf: anything at or beyond them is inf or NaN.
   constexpr int16_t kPosInf = int16_t(kInfBits<BF>), kNegInf = int16_t(uint16_t(kInfBits<BF> | 0x8000u) ^ 0x7fffu);
-  for (int i = 0, j = 0; i < d; i += g, j += 2) {
-    const uint16_t* xg = x + i;
-    __m128i vmn = order_key(load128(xg)), vmx = vmn;
-    for (int k = 8; k < g; k += 8) {
-      const __m128i key = order_key(load128(xg + k));
-      vmn = _mm_min_epi16(vmn, key);
-      vmx = _mm_max_epi16(vmx, key);
+  for (int i0 = 0; i0 < d; i0 += 8 * g) {
+    // Up to 8 groups at a time: their extremes first, then their parameters with one lane per
+    // group (the same IEEE operations as the scalar formulas, so the same bits), then the values.
+    const int ng = std::min(8, (d - i0) / g);
+    alignas(16) int16_t kmn[8] = {}, kmx[8] = {};
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = x + i0 + gi * g;
+      __m128i vmn = order_key(load128(xg)), vmx = vmn;
+      int r = 8;
+      if (g >= 24) {  // 16 at a time, then fold
+        __m256i mn2 = order_key(load256(xg + 8)), mx2 = mn2;
+        for (r = 24; r + 16 <= g; r += 16) {
+          const __m256i key = order_key(load256(xg + r));
+          mn2 = _mm256_min_epi16(mn2, key);
+          mx2 = _mm256_max_epi16(mx2, key);
+        }
+        vmn = _mm_min_epi16(vmn, _mm_min_epi16(_mm256_castsi256_si128(mn2), _mm256_extracti128_si256(mn2, 1)));
+        vmx = _mm_max_epi16(vmx, _mm_max_epi16(_mm256_castsi256_si128(mx2), _mm256_extracti128_si256(mx2, 1)));
+      }
+      for (; r < g; r += 8) {
+        const __m128i key = order_key(load128(xg + r));
+        vmn = _mm_min_epi16(vmn, key);
+        vmx = _mm_max_epi16(vmx, key);
+      }
+      kmn[gi] = hmin_i16(vmn);
+      kmx[gi] = hmax_i16(vmx);
+      if (kmx[gi] >= kPosInf || kmn[gi] <= kNegInf) return false;
     }
-    const int16_t kmn = hmin_i16(vmn), kmx = hmax_i16(vmx);
-    if (kmx >= kPosInf || kmn <= kNegInf) return false;
-    const float mn = half_to_f32<BF>(key_bits(kmn)) + 0.0f, mx = half_to_f32<BF>(key_bits(kmx)) + 0.0f;
-    float t = (mx - mn) / 15.0f;
-    t = kF16Max < t ? kF16Max : t;
-    const uint16_t s16 = to_f16(t), m16 = to_f16(mn);
-    if ((m16 & 0x7fffu) == 0x7c00u) return false;
-    const float s = from_f16(s16);
-    const __m256 vm = _mm256_set1_ps(from_f16(m16));
-    const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
-    uint8_t* out = packed + i / 2;
-    int k = 0;
-    for (; k + 16 <= g; k += 16) {
-      const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
-      const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack16i(v0, v1, lo8, hi8), nib);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmn)))), zero);
+    const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmx)))), zero);
+    // min(t, 65504) equals the scalar "65504 < t ? 65504 : t" for every non-NaN t.
+    const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
+                                   _mm256_set1_ps(kF16Max));
+    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const int minf = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)),
+                                                       _mm_set1_epi16(0x7c00)));
+    if (minf & ((1 << (2 * ng)) - 1)) return false;
+    const __m256 sv = _mm256_cvtph_ps(s16);
+    alignas(32) float invs[8], ms[8];
+    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv),
+                                        _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
+    alignas(16) uint16_t pr[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
+    std::memcpy(params + 2 * (i0 / g), pr, size_t(ng) * 4);
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = x + i0 + gi * g;
+      const __m256 vm = _mm256_set1_ps(ms[gi]);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      uint8_t* out = packed + (i0 + gi * g) / 2;
+      int k = 0;
+      for (; k + 16 <= g; k += 16) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack16i(v0, v1, lo8, hi8), nib);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
+      }
+      if (k < g) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack8i(v0, lo8, hi8), nib);
+        const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+        std::memcpy(out + k / 2, &b, 4);
+      }
     }
-    if (k < g) {
-      const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack8i(v0, lo8, hi8), nib);
-      const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
-      std::memcpy(out + k / 2, &b, 4);
-    }
-    params[j] = s16;
-    params[j + 1] = m16;
   }
   return true;
 }

@@ -48,7 +48,9 @@ struct ContainerReader::Impl {
   bool centred = false;
   std::unique_ptr<detail::RopeTable> rope;
   uint64_t max_layer_payload = 0;
-  std::vector<uint8_t> payload;
+  std::vector<uint8_t> payload_buf;
+  const uint8_t* payload = nullptr;  // the current section's payload: payload_buf or span_in
+  SpanSource* span_in = nullptr;     // in-memory input: payloads are used where they lie
   std::vector<uint8_t> unpacked[kStreams];
   const uint8_t* stream[kStreams] = {};
   uint64_t n[2][kNumTiers]{};
@@ -58,7 +60,8 @@ struct ContainerReader::Impl {
   uint64_t mani_off = 0, trlr_off = 0;
   std::vector<uint64_t> layer_offs;
 
-  Impl(ByteSource& src, std::string n_) : in(src), name(std::move(n_)) {}
+  Impl(ByteSource& src, std::string n_)
+      : in(src), name(std::move(n_)), span_in(dynamic_cast<SpanSource*>(&src)) {}
 
   [[noreturn]] void bad(Errc c, const std::string& what) const { fail(c, name, what); }
 
@@ -72,6 +75,18 @@ struct ContainerReader::Impl {
       got += k;
     }
     pos += len;
+  }
+
+  // The next len input bytes in place, when the input is in memory and holds them at an
+  // alignment as good as a heap buffer's (streams are read as uint16/float arrays); else null.
+  const uint8_t* borrow(uint64_t len) {
+    if (!span_in || span_in->pos > span_in->bytes.size() || len > span_in->bytes.size() - span_in->pos)
+      return nullptr;
+    const auto* p = reinterpret_cast<const uint8_t*>(span_in->bytes.data() + span_in->pos);
+    if (reinterpret_cast<uintptr_t>(p) % 16) return nullptr;
+    span_in->pos += size_t(len);
+    pos += len;
+    return p;
   }
 
   SectionHeader read_header() {
@@ -105,9 +120,13 @@ struct ContainerReader::Impl {
       bad(Errc::format, "section " + tag_str(s.tag) + ": payload of " + std::to_string(s.size) +
                             " bytes exceeds the " + std::to_string(max) + " this container allows");
     const uint64_t padded = align64(s.size);
-    payload.resize(size_t(padded));
-    read_exact(payload.data(), padded, ("section " + tag_str(s.tag)).c_str());
-    if (XXH3_64bits(payload.data(), size_t(padded)) != s.payload_hash) {
+    payload = borrow(padded);
+    if (!payload) {
+      payload_buf.resize(size_t(padded));
+      read_exact(payload_buf.data(), padded, ("section " + tag_str(s.tag)).c_str());
+      payload = payload_buf.data();
+    }
+    if (XXH3_64bits(payload, size_t(padded)) != s.payload_hash) {
       std::string what = "section " + tag_str(s.tag);
       if (s.tag == kTagLayr) what += " (layer " + std::to_string(s.number) + ")";
       bad(Errc::checksum, what + ": payload checksum mismatch");
@@ -175,7 +194,7 @@ struct ContainerReader::Impl {
     expect_tag(s, kTagMani, "the manifest (MANI) first");
     read_payload(s, kMaxManifest);
     bb.manifest = s.size;
-    parse_manifest(std::string(reinterpret_cast<const char*>(payload.data()), size_t(s.size)), name,
+    parse_manifest(std::string(reinterpret_cast<const char*>(payload), size_t(s.size)), name,
                    info, k_shapes, v_shapes, info.rope);
     H = info.shape.kv_heads;
     T = info.shape.tokens;
@@ -211,18 +230,18 @@ struct ContainerReader::Impl {
       bad(Errc::format, where + ": holds " + std::to_string(raw) + " bytes, tier maps imply " +
                             std::to_string(expected_raw(s)));
     if (codec == 0) {
-      stream[s] = payload.data() + off;
+      stream[s] = payload + off;
       return;
     }
     unpacked[s].resize(size_t(raw));
-    const size_t r = ZSTD_decompress(unpacked[s].data(), size_t(raw), payload.data() + off, size_t(stored));
+    const size_t r = ZSTD_decompress(unpacked[s].data(), size_t(raw), payload + off, size_t(stored));
     if (ZSTD_isError(r) || r != raw) bad(Errc::format, where + ": zstd frame does not decode to its size");
     stream[s] = unpacked[s].data();
   }
 
   void parse_layer(int l, uint64_t size) {
     if (size < kDirSize) bad(Errc::format, "layer " + std::to_string(l) + ": section too small");
-    const uint8_t* dir = payload.data();
+    const uint8_t* dir = payload;
     for (size_t i = kStreams * kDirEntry; i < kDirSize; ++i)
       if (dir[i]) bad(Errc::format, "layer " + std::to_string(l) + ": directory padding is not zero");
     uint64_t off[kStreams], stored[kStreams], raw[kStreams];
@@ -241,7 +260,7 @@ struct ContainerReader::Impl {
       off[s] = align64(end);
       if (off[s] > size || stored[s] > size - off[s]) bad(Errc::format, where + ": runs past the section");
       for (uint64_t i = end; i < off[s]; ++i)
-        if (payload[size_t(i)]) bad(Errc::format, where + ": padding is not zero");
+        if (payload[i]) bad(Errc::format, where + ": padding is not zero");
       end = off[s] + stored[s];
     }
     if (end != size) bad(Errc::format, "layer " + std::to_string(l) + ": section size does not match its streams");
@@ -290,17 +309,33 @@ struct ContainerReader::Impl {
                               ? reinterpret_cast<const float*>(stream[kKCentre]) + size_t(h) * size_t(D)
                               : nullptr;
     const detail::RopeTable* rp = kv == 0 ? rope.get() : nullptr;
-    std::vector<float> y(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    const bool htd = info.layout == Layout::HTD;
+    std::byte* dst0 = out.data.data() + (htd ? size_t(h) * size_t(T) : size_t(h)) * row_bytes_out;
+    const size_t dst_step = htd ? row_bytes_out : row_bytes_out * size_t(H);
     const uint64_t hh = uint64_t(h);
+    const uint8_t* f16 = stream[base + kF16] + hh * n[kv][0] * rb.values[0];
+    // All FP16 in HTD order, no conversion: the head's stream slice is its output, byte for byte.
+    if (htd && dt == tier_dt && n[kv][0] == uint64_t(T)) {
+      std::memcpy(dst0, f16, row_bytes_out * size_t(T));
+      return;
+    }
+    // Without RoPE to re-apply, quantized rows dequantize straight into 16-bit outputs.
+    const bool fused = !rp && dt != DType::F32;
+    const bool bf16 = dt == DType::BF16;
+    const auto* q8 = reinterpret_cast<const int8_t*>(stream[base + kQ8]) + hh * n[kv][1] * uint64_t(D);
+    const auto* s8 = reinterpret_cast<const uint16_t*>(stream[base + kS8]) + hh * n[kv][1] * uint64_t(D / g8);
+    const uint8_t* q4 = stream[base + kQ4] + hh * n[kv][2] * uint64_t(D / 2);
+    const auto* p4 = reinterpret_cast<const uint16_t*>(stream[base + kP4]) + hh * n[kv][2] * uint64_t(2 * (D / g4));
+    const uint32_t* rk = rank[kv].data();
+    std::vector<float> y(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
     for (int t = 0; t < T; ++t) {
-      const size_t idx = info.layout == Layout::HTD ? size_t(h) * size_t(T) + size_t(t)
-                                                    : size_t(t) * size_t(H) + size_t(h);
-      std::byte* dst = out.data.data() + idx * row_bytes_out;
-      const uint64_t r = rank[kv][size_t(t)];
+      std::byte* dst = dst0 + size_t(t) * dst_step;
+      auto* dst16 = reinterpret_cast<uint16_t*>(dst);
+      const uint64_t r = rk[t];
       switch (Tier(map[t])) {
         case Tier::DROP: std::memset(dst, 0, row_bytes_out); continue;
         case Tier::FP16: {
-          const uint8_t* src = stream[base + kF16] + (hh * n[kv][0] + r) * rb.values[0];
+          const uint8_t* src = f16 + r * rb.values[0];
           if (dt == tier_dt) {
             std::memcpy(dst, src, row_bytes_out);
             continue;
@@ -310,10 +345,13 @@ struct ContainerReader::Impl {
           break;
         }
         case Tier::INT8: {
-          const uint64_t row = hh * n[kv][1] + r;
-          K.dq8(reinterpret_cast<const int8_t*>(stream[base + kQ8]) + row * uint64_t(D), D, g8,
-                reinterpret_cast<const uint16_t*>(stream[base + kS8]) + row * uint64_t(D / g8), centre,
-                y.data());
+          const int8_t* q = q8 + r * uint64_t(D);
+          const uint16_t* sc = s8 + r * uint64_t(D / g8);
+          if (fused) {
+            K.dq8_h(q, D, g8, sc, centre, bf16, dst16);
+            continue;
+          }
+          K.dq8(q, D, g8, sc, centre, y.data());
           if (rp) {
             rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
             rp->apply(y.data(), cs.data(), sn.data());
@@ -321,10 +359,13 @@ struct ContainerReader::Impl {
           break;
         }
         case Tier::INT4: {
-          const uint64_t row = hh * n[kv][2] + r;
-          K.dq4(stream[base + kQ4] + row * uint64_t(D / 2), D, g4,
-                reinterpret_cast<const uint16_t*>(stream[base + kP4]) + row * uint64_t(2 * (D / g4)),
-                centre, y.data());
+          const uint8_t* q = q4 + r * uint64_t(D / 2);
+          const uint16_t* pr = p4 + r * uint64_t(2 * (D / g4));
+          if (fused) {
+            K.dq4_h(q, D, g4, pr, centre, bf16, dst16);
+            continue;
+          }
+          K.dq4(q, D, g4, pr, centre, y.data());
           if (rp) {
             rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
             rp->apply(y.data(), cs.data(), sn.data());
@@ -342,7 +383,7 @@ struct ContainerReader::Impl {
     expect_tag(s, kTagTrlr, "the trailer (TRLR) after layer " + std::to_string(info.shape.layers - 1));
     if (s.size != kTrailerSize) bad(Errc::format, "trailer: wrong size");
     read_payload(s, kTrailerSize);
-    const uint8_t* tr = payload.data();
+    const uint8_t* tr = payload;
     info.total_bytes = get_u64(tr);
     info.achieved_budget = get_f64(tr + 8);
     info.nominal_budget = get_f64(tr + 16);
@@ -361,7 +402,7 @@ struct ContainerReader::Impl {
     const uint64_t L = uint64_t(info.shape.layers);
     if (s.size != 24 + 8 * L) bad(Errc::format, "index: wrong size");
     read_payload(s, s.size);
-    const uint8_t* ix = payload.data();
+    const uint8_t* ix = payload;
     bool ok = get_u64(ix) == L && get_u64(ix + 8) == mani_off && get_u64(ix + 16) == trlr_off;
     for (uint64_t l = 0; l < L; ++l) ok = ok && get_u64(ix + 24 + 8 * l) == layer_offs[size_t(l)];
     if (!ok) bad(Errc::format, "index: offsets disagree with the file");
@@ -369,7 +410,7 @@ struct ContainerReader::Impl {
     expect_tag(s, kTagFoot, "the footer (FOOT)");
     if (s.size != kFootSize) bad(Errc::format, "footer: wrong size");
     read_payload(s, kFootSize);
-    if (get_u64(payload.data()) != indx_off || get_u64(payload.data() + 8) != pos)
+    if (get_u64(payload) != indx_off || get_u64(payload + 8) != pos)
       bad(Errc::format, "footer: offsets disagree with the file");
     if (info.total_bytes != pos) bad(Errc::format, "trailer: total_bytes disagrees with the file size");
     uint8_t extra;
@@ -379,8 +420,9 @@ struct ContainerReader::Impl {
     bb.padding = bb.total - bb.header - bb.manifest - bb.tier_maps - bb.payload - bb.scales -
                  bb.centres - bb.index;
     done = true;
-    payload.clear();
-    payload.shrink_to_fit();
+    payload = nullptr;
+    payload_buf.clear();
+    payload_buf.shrink_to_fit();
   }
 
   bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {

@@ -5,6 +5,7 @@
 
 #include <cstring>
 #include <memory>
+#include <span>
 
 #include "container_format.hpp"
 #include "container_section.hpp"
@@ -115,6 +116,7 @@ struct LayerEncoder {
   std::vector<uint8_t> streams[kStreams];
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
+  std::span<const std::byte> direct[2];  // see prepare()
 
   void prepare(int l) {
     for (int kv = 0; kv < 2; ++kv) {
@@ -128,7 +130,28 @@ struct LayerEncoder {
         rank[kv][size_t(t)] = uint32_t(n[kv][size_t(tier)]++);
       }
     }
-    for (int s = 2; s < kStreams; ++s) streams[s].resize(size_t(stream_size(g, s, n)));
+    // A layer whose K (or V) is all FP16, from 16-bit HTD rows, has an FP16 stream that is the
+    // source tensor byte for byte: it is written from there, not copied.
+    for (int kv = 0; kv < 2; ++kv) {
+      const KvLayer& L = c.layers[size_t(l)];
+      direct[kv] = n[kv][0] == uint64_t(g.T) && c.layout == Layout::HTD && c.shape.dtype != DType::F32
+                       ? (kv ? L.v.bytes : L.k.bytes)
+                       : std::span<const std::byte>();
+    }
+    for (int s = 2; s < kStreams; ++s)
+      streams[s].resize(is_direct(s) ? 0 : size_t(stream_size(g, s, n)));
+  }
+
+  bool is_direct(int s) const {
+    return (s == int(kKBase) + int(kF16) && !direct[0].empty()) || (s == int(kVBase) + int(kF16) && !direct[1].empty());
+  }
+  // The raw bytes of stream s.
+  std::span<const uint8_t> raw(int s) const {
+    if (is_direct(s)) {
+      const std::span<const std::byte> d = direct[s == int(kVBase) + int(kF16) ? 1 : 0];
+      return {reinterpret_cast<const uint8_t*>(d.data()), d.size()};
+    }
+    return {streams[s].data(), streams[s].size()};
   }
 
   // One (K or V, head) of layer l: fills that head's slice of every tier stream.
@@ -164,12 +187,22 @@ struct LayerEncoder {
     uint8_t* q4 = streams[base + kQ4].data();
     auto* p4 = reinterpret_cast<uint16_t*>(streams[base + kP4].data());
     const uint64_t H = uint64_t(h);
+    // Source rows of this head: a base and a stride (rows of one head are T apart in THD).
+    const size_t src_row = size_t(D) * dtype_size(dt);
+    const std::byte* src0 = c.row(l, kv == 1, h, 0);
+    const size_t src_step = c.layout == Layout::HTD ? src_row : src_row * size_t(g.H);
+    // 16-bit rows without a key transform go through the fused load-and-quantize kernels.
+    const bool fused = !transform && dt != DType::F32;
+    const bool bf16 = dt == DType::BF16;
+    const bool f16_direct = !direct[kv].empty();
+    uint32_t* rk = rank[kv].data();
     for (int t = 0; t < g.T; ++t) {
       const Tier tier = Tier(map[t]);
       if (tier == Tier::DROP) continue;
-      const std::byte* src = c.row(l, kv == 1, h, t);
-      const uint64_t r = rank[kv][size_t(t)];
+      const std::byte* src = src0 + size_t(t) * src_step;
+      const uint64_t r = rk[t];
       if (tier == Tier::FP16) {
+        if (f16_direct) continue;
         uint8_t* dst = f16 + (H * n[kv][0] + r) * g.rb.values[0];
         if (dt == DType::F32)
           K.f32_to_f16(reinterpret_cast<const float*>(src), D, reinterpret_cast<uint16_t*>(dst));
@@ -177,21 +210,28 @@ struct LayerEncoder {
           std::memcpy(dst, src, size_t(g.rb.values[0]));
         continue;
       }
-      load_row(K, dt, src, D, x.data());
-      if (transform) {
-        if (rope) {
-          rope->angles(p0 + t, cs.data(), sn.data());
-          rope->undo(x.data(), cs.data(), sn.data());
+      const auto* src16 = reinterpret_cast<const uint16_t*>(src);
+      if (!fused) {
+        load_row(K, dt, src, D, x.data());
+        if (transform) {
+          if (rope) {
+            rope->angles(p0 + t, cs.data(), sn.data());
+            rope->undo(x.data(), cs.data(), sn.data());
+          }
+          for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
         }
-        for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
       }
       bool ok;
       if (tier == Tier::INT8) {
         const uint64_t row = H * n[kv][1] + r;
-        ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        int8_t* qd = q8 + row * uint64_t(D);
+        uint16_t* sd = s8 + row * uint64_t(D / g.g8);
+        ok = fused ? K.q8_h(src16, bf16, D, g.g8, qd, sd) : K.q8(x.data(), D, g.g8, qd, sd);
       } else {
         const uint64_t row = H * n[kv][2] + r;
-        ok = K.q4(x.data(), D, g.g4, q4 + row * uint64_t(D / 2), p4 + row * uint64_t(2 * (D / g.g4)));
+        uint8_t* qd = q4 + row * uint64_t(D / 2);
+        uint16_t* pd = p4 + row * uint64_t(2 * (D / g.g4));
+        ok = fused ? K.q4_h(src16, bf16, D, g.g4, qd, pd) : K.q4(x.data(), D, g.g4, qd, pd);
       }
       if (!ok)
         fail(Errc::format, c.source,
@@ -280,7 +320,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   }
   bb.manifest = manifest.size();
 
-  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}};
+  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}, {}};
   std::vector<uint8_t> packed[kStreams];
   std::vector<uint64_t> layer_offsets;
   TierCounts counts;
@@ -295,7 +335,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     bool compressed[kStreams] = {};
     if (level > 0) {
       parallel_for(kStreams, opts.threads, [&](int s) {
-        const std::vector<uint8_t>& raw = enc.streams[s];
+        const std::span<const uint8_t> raw = enc.raw(s);
         if (raw.empty()) return;
         packed[s].resize(ZSTD_compressBound(raw.size()));
         const size_t z = ZSTD_compress(packed[s].data(), packed[s].size(), raw.data(), raw.size(), level);
@@ -309,13 +349,14 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     p.add(dir, kDirSize);
     uint64_t raw_payload = kDirSize;
     for (int s = 0; s < kStreams; ++s) {
-      const std::vector<uint8_t>& data = compressed[s] ? packed[s] : enc.streams[s];
+      const std::span<const uint8_t> raw = enc.raw(s);
+      const std::span<const uint8_t> data = compressed[s] ? std::span<const uint8_t>(packed[s]) : raw;
       put_u32(dir + s * kDirEntry, compressed[s] ? 1 : 0);
       put_u64(dir + s * kDirEntry + 8, data.size());
-      put_u64(dir + s * kDirEntry + 16, enc.streams[s].size());
+      put_u64(dir + s * kDirEntry + 16, raw.size());
       p.pad();
       p.add(data.data(), data.size());
-      raw_payload = align64(raw_payload) + enc.streams[s].size();
+      raw_payload = align64(raw_payload) + raw.size();
       const uint64_t sz = data.size();
       if (s <= kVMap) bb.tier_maps += sz;
       else if (s == kKCentre) bb.centres += sz;

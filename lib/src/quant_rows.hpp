@@ -18,6 +18,14 @@ struct RowKernels {
   void (*bf16_to_f32)(const uint16_t* src, int n, float* dst);
   void (*f32_to_f16)(const float* src, int n, uint16_t* dst);
   void (*f32_to_bf16)(const float* src, int n, uint16_t* dst);
+  // Fused forms for 16-bit rows (F16, or BF16 when bf16): load + quantize and dequantize + store
+  // in one pass. Same results as converting the row to f32 first (q8/q4) or after (dq8/dq4).
+  bool (*q8_h)(const uint16_t* x, bool bf16, int d, int g, int8_t* q, uint16_t* scales);
+  bool (*q4_h)(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params);
+  void (*dq8_h)(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre,
+                bool bf16, uint16_t* y);
+  void (*dq4_h)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+                bool bf16, uint16_t* y);
 };
 
 const RowKernels& row_kernels_ref() noexcept;

@@ -4,6 +4,7 @@
 #include <cpuid.h>
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "quant_rows.hpp"
@@ -199,21 +200,262 @@ SKV_AVX2 void f32_to_f16_row(const float* s, int n, uint16_t* o) {
                      _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
   for (; i < n; ++i) o[i] = f32_to_f16(s[i]);
 }
-SKV_AVX2 void f32_to_bf16_row(const float* s, int n, uint16_t* o) {
+
+
+// ---- Fused 16-bit forms. The group reductions run on the 16-bit patterns themselves: for
+// F16 and BF16 alike, |x| orders as (bits & 0x7fff) unsigned, and x orders as the signed key
+// bits ^ ((bits >> 15) & 0x7fff) (-0 sorts just below +0; the +0 below makes that moot), so
+// one horizontal reduction per group gives the exact extreme, converted to f32 once.
+
+template <bool BF> SKV_AVX2 inline __m256 load8(const uint16_t* p) {
+  const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  else return _mm256_cvtph_ps(h);
+}
+template <bool BF> SKV_AVX2 inline __m256 halves_to_f32(__m128i h) {
+  if constexpr (BF) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+  else return _mm256_cvtph_ps(h);
+}
+template <bool BF> SKV_AVX2 inline float half_to_f32(uint16_t h) {
+  if constexpr (BF) return bf16_to_f32(h);
+  else return from_f16(h);
+}
+template <bool BF> constexpr uint16_t kInfBits = BF ? 0x7f80 : 0x7c00;
+
+SKV_AVX2 inline __m128i load128(const uint16_t* p) {
+  return _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+}
+SKV_AVX2 inline __m256i load256(const uint16_t* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+}
+// Unsigned 16-bit max / signed min and max of 8 lanes (phminposuw does the work).
+SKV_AVX2 inline uint16_t hmax_u16(__m128i v) {
+  return uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-1)))));
+}
+SKV_AVX2 inline int16_t hmin_i16(__m128i v) {
+  return int16_t(uint16_t(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-0x8000))))) ^ 0x8000u);
+}
+SKV_AVX2 inline int16_t hmax_i16(__m128i v) {
+  return int16_t(uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(0x7fff))))) ^ 0x8000u);
+}
+// bits <-> order key (the map is its own inverse).
+SKV_AVX2 inline __m128i order_key(__m128i h) {
+  return _mm_xor_si128(h, _mm_srli_epi16(_mm_srai_epi16(h, 15), 1));
+}
+SKV_AVX2 inline __m256i order_key(__m256i h) {
+  return _mm256_xor_si256(h, _mm256_srli_epi16(_mm256_srai_epi16(h, 15), 1));
+}
+inline uint16_t key_bits(int16_t k) { return uint16_t(uint16_t(k) ^ (k < 0 ? 0x7fffu : 0u)); }
+
+// x * inv rounded and clamped to [lo, hi], as int32 lanes. For F16 sources |x * inv| stays far
+// below 2^31 (|x| <= 65504 and a nonzero FP16 scale is >= 2^-24 with |x| <= ~1024 * 15 * s
+// or 127 * s), so the conversion rounds exactly (ties to even, as nearbyint) and the clamp is
+// left to the saturating packs; BF16 values can be huge, so they are clamped in float first.
+template <bool BF> SKV_AVX2 inline __m256i quant8(__m256 v, __m256 lo, __m256 hi) {
+  if constexpr (BF) return _mm256_cvttps_epi32(round_clamp(v, lo, hi));
+  else return _mm256_cvtps_epi32(v);
+}
+// int32 lanes -> 16 / 8 int8 bytes in element order (saturating), then clamped to [lo, hi].
+SKV_AVX2 inline __m128i pack16i(__m256i a, __m256i b, __m128i lo, __m128i hi) {
+  __m256i w = _mm256_packs_epi32(a, b);
+  w = _mm256_permute4x64_epi64(w, 0xD8);
+  const __m128i r = _mm_packs_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1));
+  return _mm_min_epi8(_mm_max_epi8(r, lo), hi);
+}
+SKV_AVX2 inline __m128i pack8i(__m256i a, __m128i lo, __m128i hi) {
+  const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  return _mm_min_epi8(_mm_max_epi8(_mm_packs_epi16(w, w), lo), hi);
+}
+
+template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t* q, uint16_t* scales) {
+  const __m128i absmask = _mm_set1_epi16(0x7fff);
+  const __m256i absmask2 = _mm256_set1_epi16(0x7fff);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m128i lo8 = _mm_set1_epi8(-127), hi8 = _mm_set1_epi8(127);
+  for (int i = 0, j = 0; i < d; i += g, ++j) {
+    const uint16_t* xg = x + i;
+    __m256i m2 = _mm256_setzero_si256();
+    int r = 0;
+    for (; r + 16 <= g; r += 16) m2 = _mm256_max_epu16(m2, _mm256_and_si256(load256(xg + r), absmask2));
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(m2), _mm256_extracti128_si256(m2, 1));
+    if (r < g) m = _mm_max_epu16(m, _mm_and_si128(load128(xg + r), absmask));
+    const uint16_t abits = hmax_u16(m);
+    if (abits >= kInfBits<BF>) return false;  // inf or NaN
+    float t = half_to_f32<BF>(abits) / 127.0f;
+    t = kF16Max < t ? kF16Max : t;
+    const uint16_t s16 = to_f16(t);
+    const float s = from_f16(s16);
+    const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
+    int k = 0;
+    for (; k + 16 <= g; k += 16) {
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+      const __m256i v1 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi);
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i + k), pack16i(v0, v1, lo8, hi8));
+    }
+    if (k < g) {
+      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i + k), pack8i(v0, lo8, hi8));
+    }
+    scales[j] = s16;
+  }
+  return true;
+}
+
+template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t* packed, uint16_t* params) {
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
+  const __m128i lo8 = _mm_setzero_si128(), hi8 = _mm_set1_epi8(15);
+  const __m128i nib = _mm_set1_epi16(0x1001);
+  // Keys of +inf and -inf: anything at or beyond them is inf or NaN.
+  constexpr int16_t kPosInf = int16_t(kInfBits<BF>), kNegInf = int16_t(uint16_t(kInfBits<BF> | 0x8000u) ^ 0x7fffu);
+  for (int i0 = 0; i0 < d; i0 += 8 * g) {
+    // Up to 8 groups at a time: their extremes first, then their parameters with one lane per
+    // group (the same IEEE operations as the scalar formulas, so the same bits), then the values.
+    const int ng = std::min(8, (d - i0) / g);
+    alignas(16) int16_t kmn[8] = {}, kmx[8] = {};
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = x + i0 + gi * g;
+      __m128i vmn = order_key(load128(xg)), vmx = vmn;
+      int r = 8;
+      if (g >= 24) {  // 16 at a time, then fold
+        __m256i mn2 = order_key(load256(xg + 8)), mx2 = mn2;
+        for (r = 24; r + 16 <= g; r += 16) {
+          const __m256i key = order_key(load256(xg + r));
+          mn2 = _mm256_min_epi16(mn2, key);
+          mx2 = _mm256_max_epi16(mx2, key);
+        }
+        vmn = _mm_min_epi16(vmn, _mm_min_epi16(_mm256_castsi256_si128(mn2), _mm256_extracti128_si256(mn2, 1)));
+        vmx = _mm_max_epi16(vmx, _mm_max_epi16(_mm256_castsi256_si128(mx2), _mm256_extracti128_si256(mx2, 1)));
+      }
+      for (; r < g; r += 8) {
+        const __m128i key = order_key(load128(xg + r));
+        vmn = _mm_min_epi16(vmn, key);
+        vmx = _mm_max_epi16(vmx, key);
+      }
+      kmn[gi] = hmin_i16(vmn);
+      kmx[gi] = hmax_i16(vmx);
+      if (kmx[gi] >= kPosInf || kmn[gi] <= kNegInf) return false;
+    }
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmn)))), zero);
+    const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmx)))), zero);
+    // min(t, 65504) equals the scalar "65504 < t ? 65504 : t" for every non-NaN t.
+    const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
+                                   _mm256_set1_ps(kF16Max));
+    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const int minf = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)),
+                                                       _mm_set1_epi16(0x7c00)));
+    if (minf & ((1 << (2 * ng)) - 1)) return false;
+    const __m256 sv = _mm256_cvtph_ps(s16);
+    alignas(32) float invs[8], ms[8];
+    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv),
+                                        _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
+    alignas(16) uint16_t pr[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
+    std::memcpy(params + 2 * (i0 / g), pr, size_t(ng) * 4);
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = x + i0 + gi * g;
+      const __m256 vm = _mm256_set1_ps(ms[gi]);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      uint8_t* out = packed + (i0 + gi * g) / 2;
+      int k = 0;
+      for (; k + 16 <= g; k += 16) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack16i(v0, v1, lo8, hi8), nib);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
+      }
+      if (k < g) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack8i(v0, lo8, hi8), nib);
+        const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+        std::memcpy(out + k / 2, &b, 4);
+      }
+    }
+  }
+  return true;
+}
+
+// 8 floats -> 8 BF16 (round to nearest even, NaNs quieted; as f32_to_bf16).
+SKV_AVX2 inline __m128i to_bf16_8(__m256 f) {
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
   const __m256i bias = _mm256_set1_epi32(0x7fff), one = _mm256_set1_epi32(1),
                 quiet = _mm256_set1_epi32(0x40);
-  int i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + i));
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absmask), inf);
-    const __m256i r = _mm256_srli_epi32(
-        _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(_mm256_srli_epi32(u, 16), one)), 16);
-    const __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet);
-    __m256i w = _mm256_blendv_epi8(r, qn, nan);
-    w = _mm256_permute4x64_epi64(_mm256_packus_epi32(w, w), 0xD8);
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i), _mm256_castsi256_si128(w));
+  const __m256i u = _mm256_castps_si256(f);
+  const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absmask), inf);
+  const __m256i r = _mm256_srli_epi32(
+      _mm256_add_epi32(_mm256_add_epi32(u, bias), _mm256_and_si256(_mm256_srli_epi32(u, 16), one)), 16);
+  const __m256i qn = _mm256_or_si256(_mm256_srli_epi32(u, 16), quiet);
+  __m256i w = _mm256_blendv_epi8(r, qn, nan);
+  w = _mm256_permute4x64_epi64(_mm256_packus_epi32(w, w), 0xD8);
+  return _mm256_castsi256_si128(w);
+}
+template <bool BF> SKV_AVX2 inline void store8(uint16_t* p, __m256 v) {
+  __m128i h;
+  if constexpr (BF) h = to_bf16_8(v);
+  else h = _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(p), h);
+}
+
+template <bool BF> SKV_AVX2 void dq8_h_t(const int8_t* q, int d, int g, const uint16_t* scales,
+                                         const float* centre, uint16_t* y) {
+  for (int i = 0, j = 0; i < d; i += g, ++j) {
+    const __m256 s = _mm256_set1_ps(from_f16(scales[j]));
+    for (int k = i; k < i + g; k += 8) {
+      const __m256 qf = _mm256_cvtepi32_ps(
+          _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + k))));
+      const __m256 c = centre ? _mm256_loadu_ps(centre + k) : _mm256_setzero_ps();
+      store8<BF>(y + k, _mm256_fmadd_ps(qf, s, c));
+    }
   }
+}
+
+template <bool BF> SKV_AVX2 void dq4_h_t(const uint8_t* packed, int d, int g, const uint16_t* params,
+                                         const float* centre, uint16_t* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    const __m256 s = _mm256_set1_ps(from_f16(params[j]));
+    const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
+    for (int k = i; k < i + g; k += 8) {
+      int32_t b4;
+      std::memcpy(&b4, packed + k / 2, 4);
+      const __m128i b = _mm_cvtsi32_si128(b4);
+      const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, low4),
+                                          _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+      __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e)), s, m);
+      if (centre) v = _mm256_add_ps(v, _mm256_loadu_ps(centre + k));
+      store8<BF>(y + k, v);
+    }
+  }
+}
+
+SKV_AVX2 bool q8_h(const uint16_t* x, bool bf16, int d, int g, int8_t* q, uint16_t* scales) {
+  if (g % 8) return row_kernels_ref().q8_h(x, bf16, d, g, q, scales);
+  return bf16 ? q8_h_t<true>(x, d, g, q, scales) : q8_h_t<false>(x, d, g, q, scales);
+}
+SKV_AVX2 bool q4_h(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q4_h(x, bf16, d, g, packed, params);
+  return bf16 ? q4_h_t<true>(x, d, g, packed, params) : q4_h_t<false>(x, d, g, packed, params);
+}
+SKV_AVX2 void dq8_h(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre,
+                    bool bf16, uint16_t* y) {
+  if (g % 8) return row_kernels_ref().dq8_h(q, d, g, scales, centre, bf16, y);
+  if (bf16) dq8_h_t<true>(q, d, g, scales, centre, y);
+  else dq8_h_t<false>(q, d, g, scales, centre, y);
+}
+SKV_AVX2 void dq4_h(const uint8_t* packed, int d, int g, const uint16_t* params,
+                    const float* centre, bool bf16, uint16_t* y) {
+  if (g % 8) return row_kernels_ref().dq4_h(packed, d, g, params, centre, bf16, y);
+  if (bf16) dq4_h_t<true>(packed, d, g, params, centre, y);
+  else dq4_h_t<false>(packed, d, g, params, centre, y);
+}
+
+SKV_AVX2 void f32_to_bf16_row(const float* s, int n, uint16_t* o) {
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(o + i), to_bf16_8(_mm256_loadu_ps(s + i)));
   for (; i < n; ++i) o[i] = f32_to_bf16(s[i]);
 }
 
@@ -224,7 +466,9 @@ const RowKernels* row_kernels_avx2() noexcept {
                             q4,              dq8,
                             dq4,             f16_to_f32_row,
                             bf16_to_f32_row, f32_to_f16_row,
-                            f32_to_bf16_row};
+                            f32_to_bf16_row, q8_h,
+                            q4_h,            dq8_h,
+                            dq4_h};
   __builtin_cpu_init();
   // clang's __builtin_cpu_supports does not know "f16c": read CPUID.1:ECX bit 29 directly.
   unsigned a = 0, b = 0, c = 0, d = 0;

@@ -3,6 +3,8 @@
 #include "skv/half.hpp"
 #include "skv/quant.hpp"
 
+#include <vector>
+
 namespace skv::detail {
 namespace {
 
@@ -43,6 +45,65 @@ void f32_to_bf16_row(const float* s, int n, uint16_t* o) {
   for (int i = 0; i < n; ++i) o[i] = f32_to_bf16(s[i]);
 }
 
+// The fused forms, one group at a time through an f32 buffer (on the stack for usual groups).
+struct GroupBuffer {
+  float stack[256];
+  std::vector<float> heap;
+  float* get(int g) {
+    if (g <= 256) return stack;
+    heap.resize(size_t(g));
+    return heap.data();
+  }
+};
+
+void load(const uint16_t* s, bool bf16, int n, float* o) {
+  (bf16 ? bf16_to_f32_row : f16_to_f32_row)(s, n, o);
+}
+void store(const float* s, bool bf16, int n, uint16_t* o) {
+  (bf16 ? f32_to_bf16_row : f32_to_f16_row)(s, n, o);
+}
+
+bool q8_h(const uint16_t* x, bool bf16, int d, int g, int8_t* q, uint16_t* scales) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, ++j) {
+    load(x + i, bf16, g, f);
+    if (!quant::q8_ref(f, size_t(g), q + i, scales + j)) return false;
+  }
+  return true;
+}
+
+bool q4_h(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    load(x + i, bf16, g, f);
+    if (!quant::q4_ref(f, size_t(g), packed + i / 2, params + j, params + j + 1)) return false;
+  }
+  return true;
+}
+
+void dq8_h(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre, bool bf16,
+           uint16_t* y) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, ++j) {
+    quant::dq8_ref(q + i, size_t(g), scales[j], centre ? centre + i : nullptr, f);
+    store(f, bf16, g, y + i);
+  }
+}
+
+void dq4_h(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+           bool bf16, uint16_t* y) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    quant::dq4_ref(packed + i / 2, size_t(g), params[j], params[j + 1],
+                   centre ? centre + i : nullptr, f);
+    store(f, bf16, g, y + i);
+  }
+}
+
 }  // namespace
 
 const RowKernels& row_kernels_ref() noexcept {
@@ -50,7 +111,9 @@ const RowKernels& row_kernels_ref() noexcept {
                             q4,              dq8,
                             dq4,             f16_to_f32_row,
                             bf16_to_f32_row, f32_to_f16_row,
-                            f32_to_bf16_row};
+                            f32_to_bf16_row, q8_h,
+                            q4_h,            dq8_h,
+                            dq4_h};
   return k;
 }
 

@@ -1,7 +1,9 @@
 // Single-thread codec throughput over a 256 MiB synthetic F16 cache (16 layers x 8 heads x 4096
 // tokens x 128), in bytes of FP16 input per second. Values: normal-ish noise with per-channel
 // scales and offsets (keys), so groups look like real K/V rows.
-//   build/tests/skv_bench_codec [--benchmark_filter=encode]
+// The machine may be shared: compare the CPU column as well as real time, and run a baseline
+// binary in the same session.
+//   build/tests/skv_bench_codec [--benchmark_filter=encode] [--benchmark_repetitions=3]
 #include <benchmark/benchmark.h>
 
 #include <cstring>
@@ -94,6 +96,30 @@ void BM_decode(benchmark::State& st) {
   st.SetLabel(tier_name(Tier(st.range(0))));
 }
 
+// As BM_decode through a plain ByteSource (as a pipe or file stream reads): each payload is
+// copied into the reader's buffer first, where an in-memory SpanSource is used in place.
+struct StreamSource final : ByteSource {
+  SpanSource inner;
+  explicit StreamSource(std::span<const std::byte> b) : inner(b) {}
+  size_t read(void* dst, size_t n) override { return inner.read(dst, n); }
+};
+
+void BM_decode_stream(benchmark::State& st) {
+  const Synthetic& s = synthetic();
+  const Plan p = Plan::uniform(s.cache.shape.layers, s.cache.shape.tokens, Tier(st.range(0)));
+  VectorSink sink;
+  encode(s.cache, p, sink, {});
+  for (auto _ : st) {
+    StreamSource src(sink.bytes);
+    ContainerReader r(src, "bench");
+    r.set_threads(1);
+    DecodedLayer d;
+    while (r.next_layer(d)) benchmark::DoNotOptimize(d.k.data.data());
+  }
+  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(s.cache.shape.fp16_bytes()));
+  st.SetLabel(tier_name(Tier(st.range(0))));
+}
+
 void BM_memcpy(benchmark::State& st) {
   const Synthetic& s = synthetic();
   std::vector<uint16_t> dst(s.bufs[0].size());
@@ -107,6 +133,7 @@ void BM_memcpy(benchmark::State& st) {
 
 BENCHMARK(BM_encode)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_decode)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_decode_stream)->Arg(1)->Arg(2)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_memcpy)->Unit(benchmark::kMillisecond)->UseRealTime();
 
 }  // namespace

@@ -91,6 +91,82 @@ TEST_F(Kernels, QuantizeAndDequantizeMatchReferenceBitForBit) {
   }
 }
 
+// 16-bit rows for the fused kernels: converted make_row values, raw bit patterns of every
+// class (subnormals, signed zeros, the largest finite values) and, now and then, an inf or NaN.
+std::vector<uint16_t> make_half_row(test::Rng& rng, int d, int kind, bool bf16) {
+  std::vector<uint16_t> h(static_cast<size_t>(d));
+  const uint16_t inf = bf16 ? 0x7f80 : 0x7c00;
+  if (kind % 3 == 0) {
+    const auto x = make_row(rng, d, kind / 3);
+    for (int i = 0; i < d; ++i) h[size_t(i)] = bf16 ? f32_to_bf16(x[size_t(i)]) : f32_to_f16(x[size_t(i)]);
+  } else {
+    for (uint16_t& v : h) {
+      v = uint16_t(rng.next());
+      if ((v & inf) == inf) v = uint16_t(v ^ 0x4000);  // keep it finite
+      if (kind % 3 == 2) v = uint16_t((v & 0x83ff) | (rng.below(2) ? 0 : 0x0400));  // tiny / zero
+    }
+    if (kind % 5 == 0) h[size_t(rng.below(d))] = bf16 ? 0x7f7f : 0x7bff;  // max finite
+    if (kind % 5 == 1) h[size_t(rng.below(d))] = bf16 ? 0xff7f : 0xfbff;
+  }
+  if (kind % 11 == 3) h[size_t(rng.below(d))] = uint16_t(inf | (rng.below(2) ? 0x8000 : 0));
+  if (kind % 11 == 7) h[size_t(rng.below(d))] = uint16_t(inf | 1 | (rng.below(2) ? 0x8000 : 0));
+  return h;
+}
+
+// The fused 16-bit kernels must equal "convert, then the f32 kernel" (and "f32 kernel, then
+// convert") of the scalar reference, bit for bit, for F16 and BF16.
+TEST_F(Kernels, FusedHalfKernelsMatchConvertThenQuantize) {
+  test::Rng rng(11);
+  for (bool bf16 : {false, true}) {
+    for (int d : {8, 16, 24, 64, 80, 96, 128, 256}) {
+      for (int g : {2, 8, 16, 24, 32, 64, 80, 96, 128, 256}) {
+        if (g > d || d % g) continue;
+        for (int it = 0; it < 66; ++it) {
+          const auto h = make_half_row(rng, d, it, bf16);
+          std::vector<float> x(static_cast<size_t>(d)), centre(static_cast<size_t>(d));
+          (bf16 ? ref.bf16_to_f32 : ref.f16_to_f32)(h.data(), d, x.data());
+          for (float& c : centre) c = rng.normalish();
+          const int ng = d / g;
+          const std::string where = std::string(bf16 ? "bf16" : "f16") + " d=" + std::to_string(d) +
+                                    " g=" + std::to_string(g) + " it=" + std::to_string(it);
+          const RowKernels* ks[] = {&ref, simd};
+          for (const RowKernels* k : ks) {
+            std::vector<int8_t> qa(static_cast<size_t>(d)), qb(static_cast<size_t>(d));
+            std::vector<uint16_t> sa(static_cast<size_t>(ng)), sb(static_cast<size_t>(ng));
+            const bool ok8 = ref.q8(x.data(), d, g, qa.data(), sa.data());
+            ASSERT_EQ(ok8, k->q8_h(h.data(), bf16, d, g, qb.data(), sb.data())) << k->name << " q8 " << where;
+            if (ok8) {
+              ASSERT_EQ(qa, qb) << k->name << " q8 " << where;
+              ASSERT_EQ(sa, sb) << k->name << " q8 " << where;
+            }
+            std::vector<uint8_t> pa(static_cast<size_t>(d / 2)), pb(static_cast<size_t>(d / 2));
+            std::vector<uint16_t> ma(static_cast<size_t>(2 * ng)), mb(static_cast<size_t>(2 * ng));
+            const bool ok4 = ref.q4(x.data(), d, g, pa.data(), ma.data());
+            ASSERT_EQ(ok4, k->q4_h(h.data(), bf16, d, g, pb.data(), mb.data())) << k->name << " q4 " << where;
+            if (ok4) {
+              ASSERT_EQ(pa, pb) << k->name << " q4 " << where;
+              ASSERT_EQ(ma, mb) << k->name << " q4 " << where;
+            }
+            if (!ok8 || !ok4) continue;
+            for (const float* c : {static_cast<const float*>(nullptr), static_cast<const float*>(centre.data())}) {
+              std::vector<float> y(static_cast<size_t>(d));
+              std::vector<uint16_t> ya(static_cast<size_t>(d)), yb(static_cast<size_t>(d));
+              ref.dq8(qa.data(), d, g, sa.data(), c, y.data());
+              (bf16 ? ref.f32_to_bf16 : ref.f32_to_f16)(y.data(), d, ya.data());
+              k->dq8_h(qa.data(), d, g, sa.data(), c, bf16, yb.data());
+              ASSERT_EQ(ya, yb) << k->name << " dq8 " << where;
+              ref.dq4(pa.data(), d, g, ma.data(), c, y.data());
+              (bf16 ? ref.f32_to_bf16 : ref.f32_to_f16)(y.data(), d, ya.data());
+              k->dq4_h(pa.data(), d, g, ma.data(), c, bf16, yb.data());
+              ASSERT_EQ(ya, yb) << k->name << " dq4 " << where;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(Kernels, NonFiniteGroupsAreRefusedByBoth) {
   for (float bad : {INFINITY, -INFINITY, NAN}) {
     std::vector<float> x(64, 1.0f);

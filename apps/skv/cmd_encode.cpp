@@ -28,6 +28,12 @@ int run_encode(const EncodeArgs& a, const Globals& g) {
   OutputFile out(out_path, {.force = a.force});
   EncodeOptions eo;
   eo.threads = a.threads;
+  // Stream through a mapped dump: hand each layer's pages back once it is encoded.
+  eo.layer_done = [&dump](int l) {
+    const KvLayer& L = dump.cache.layers[size_t(l)];
+    for (const TensorView* t : {&L.k, &L.v}) dump.reader->release(t->bytes);
+    if (L.q) dump.reader->release(L.q->bytes);
+  };
   const EncodeResult r = encode(dump.cache, pr.plan, out, eo);
   out.commit();
   const bool data_on_stdout = out_path == "-";

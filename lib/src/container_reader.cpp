@@ -255,7 +255,9 @@ struct ContainerReader::Impl {
       const std::string where = "layer " + std::to_string(l) + " stream " + std::to_string(s);
       if (codec[s] > 1) bad(Errc::unsupported, where + ": unknown stream codec " + std::to_string(codec[s]));
       if (get_u32(e + 4) != 0) bad(Errc::format, where + ": reserved directory field is not zero");
-      if (stored[s] > raw[s] || (codec[s] == 0 && stored[s] != raw[s]) || raw[s] > size)
+      // A zstd stream may expand past the section (e.g. all-zero centres); its raw size is
+      // checked against what the manifest and tier maps imply before anything is allocated.
+      if (stored[s] > raw[s] || (codec[s] == 0 && stored[s] != raw[s]))
         bad(Errc::format, where + ": inconsistent sizes");
       off[s] = align64(end);
       if (off[s] > size || stored[s] > size - off[s]) bad(Errc::format, where + ": runs past the section");

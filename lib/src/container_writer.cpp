@@ -369,6 +369,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     raw_delta += align64(raw_payload) - align64(p.size);
     write_section(out, kTagLayr, uint64_t(l), p);
     bb.header += kDirSize;
+    if (opts.layer_done) opts.layer_done(l);
   }
 
   // Trailer: the final numbers.

@@ -19,6 +19,9 @@ namespace skv {
 struct EncodeOptions {
   int threads = 0;  // 0 = all cores; output bytes never depend on it
   std::string producer;  // defaults to "skv <version>"
+  // Called after layer L has been written: the caller may release that layer's source pages
+  // (a mapped dump then costs about one layer of RSS, not the whole file).
+  std::function<void(int layer)> layer_done;
 };
 
 // Exact byte accounting without encoding, so allocators can honour a budget: for any plan over

@@ -367,3 +367,35 @@ TEST(Container, ReadsFromShortReads) {
 }
 
 }  // namespace
+
+// Regression: with every token dropped the zero centres compress far below their raw size, and
+// a zstd stream may then decode past the section's own size.
+TEST(Encode, AllDroppedWithCentresAndZstdDecodes) {
+  auto oc = make_cache(2, 4, 64, 128, DType::F16, Layout::HTD, 9, 3.0f);
+  Plan p = Plan::uniform(2, 64, Tier::DROP);
+  p.quant.key_transform = KeyTransform::centre;
+  p.quant.zstd_level = 3;
+  const auto bytes = encode_bytes(oc.cache, p);
+  const auto layers = decode_all(bytes);
+  ASSERT_EQ(layers.size(), 2u);
+  for (const auto& l : layers) {
+    ASSERT_TRUE(l.mask.has_value());
+    for (int t = 0; t < 64; ++t) EXPECT_EQ(l.mask->as<uint8_t>()[t], 0);
+    for (size_t i = 0; i < l.k.data.size(); ++i) ASSERT_EQ(l.k.data.data()[i], std::byte{0});
+  }
+}
+
+// The layer_done hook fires once per layer, in order, after the layer is written.
+TEST(Encode, LayerDoneCallbackFiresPerLayer) {
+  auto oc = make_cache(3, 2, 16, 64);
+  std::vector<int> seen;
+  VectorSink sink;
+  EncodeOptions eo;
+  eo.threads = 1;
+  eo.layer_done = [&](int l) {
+    seen.push_back(l);
+    EXPECT_GT(sink.bytes.size(), 0u);
+  };
+  encode(oc.cache, Plan::uniform(3, 16, Tier::INT8), sink, eo);
+  EXPECT_EQ(seen, (std::vector<int>{0, 1, 2}));
+}

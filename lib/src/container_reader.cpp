@@ -203,8 +203,10 @@ struct ContainerReader::Impl {
     g4 = info.quant.int4_group;
     rb = row_bytes(D, g8, g4);
     centred = info.quant.key_transform != KeyTransform::none;
-    if (info.quant.key_transform == KeyTransform::prerope_centre)
+    if (info.quant.key_transform == KeyTransform::prerope_centre) {
       rope = std::make_unique<detail::RopeTable>(*info.rope.rope_theta, info.rope.rope_style, D);
+      rope->cache_positions(info.rope.position_offset, T);
+    }
     const uint64_t HT = uint64_t(H) * uint64_t(T);
     max_layer_payload = kDirSize + kStreams * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
                         2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2]);

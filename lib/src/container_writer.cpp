@@ -299,7 +299,10 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
       build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer, has_drops);
   std::unique_ptr<detail::RopeTable> rope;
   if (plan.quant.key_transform == KeyTransform::prerope_centre)
+  {
     rope = std::make_unique<detail::RopeTable>(*cache.meta.rope_theta, cache.meta.rope_style, g.D);
+    rope->cache_positions(cache.meta.position_offset, g.T);
+  }
 
   EncodeResult res;
   ByteBreakdown& bb = res.bytes;

@@ -1,5 +1,6 @@
 #include "rope.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 namespace skv::detail {
@@ -10,7 +11,24 @@ RopeTable::RopeTable(double theta, RopeStyle style, int head_dim)
     inv_freq_[size_t(j)] = 1.0 / std::pow(theta, double(2 * j) / double(head_dim));
 }
 
+void RopeTable::cache_positions(int64_t first, int count) {
+  cached_count_ = 0;
+  cached_cs_.resize(size_t(count) * size_t(half_));
+  cached_sn_.resize(size_t(count) * size_t(half_));
+  for (int i = 0; i < count; ++i)
+    angles(first + i, cached_cs_.data() + size_t(i) * size_t(half_),
+           cached_sn_.data() + size_t(i) * size_t(half_));
+  cached_first_ = first;
+  cached_count_ = count;
+}
+
 void RopeTable::angles(int64_t p, float* cs, float* sn) const {
+  if (p >= cached_first_ && p - cached_first_ < cached_count_) {
+    const size_t at = size_t(p - cached_first_) * size_t(half_);
+    std::copy_n(cached_cs_.data() + at, half_, cs);
+    std::copy_n(cached_sn_.data() + at, half_, sn);
+    return;
+  }
   for (int j = 0; j < half_; ++j) {
     const double a = double(p) * inv_freq_[size_t(j)];
     cs[j] = float(std::cos(a));

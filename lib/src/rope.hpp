@@ -11,13 +11,19 @@ namespace skv::detail {
 class RopeTable {
  public:
   RopeTable(double theta, RopeStyle style, int head_dim);
-  // Fills cos/sin for position p (head_dim / 2 entries each).
+  // Precomputes the tables of positions [first, first + count): the angles depend on the position
+  // only, so one table serves every layer and head (computing cos/sin in f64 per row was the
+  // whole cost of the transform). Call before sharing the table between threads.
+  void cache_positions(int64_t first, int count);
+  // Fills cos/sin for position p (head_dim / 2 entries each); from the cache when p is in it.
   void angles(int64_t p, float* cs, float* sn) const;
   void apply(float* x, const float* cs, const float* sn) const;  // rotate by +angle
   void undo(float* x, const float* cs, const float* sn) const;   // rotate by -angle
 
  private:
   std::vector<double> inv_freq_;
+  std::vector<float> cached_cs_, cached_sn_;  // [count][head_dim / 2]
+  int64_t cached_first_ = 0, cached_count_ = 0;
   RopeStyle style_;
   int half_;
 };

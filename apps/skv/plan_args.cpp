@@ -11,18 +11,19 @@
 namespace skv::cli {
 
 void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
-  sub.add_option("--policy", a.policy,
-                 "How tokens get tiers: spectrum (default: distortion-aware, 3-tier unless a probe "
-                 "says INT4 is unsafe), spectrum3, spectrum2, greedy, pdtrim, snapkv, fp16, int8, int4")
-      ->check(CLI::IsMember({"spectrum", "spectrum3", "spectrum2", "greedy", "pdtrim", "snapkv",
-                             "fp16", "int8", "int4"}));
+  if (with_budget)
+    sub.add_option("--policy", a.policy,
+                   "How tokens get tiers: spectrum (default: distortion-aware, 3-tier unless a probe "
+                   "says INT4 is unsafe), spectrum3, spectrum2, greedy, pdtrim, snapkv, fp16, int8, int4")
+        ->check(CLI::IsMember({"spectrum", "spectrum3", "spectrum2", "greedy", "pdtrim", "snapkv",
+                               "fp16", "int8", "int4"}));
   if (with_budget)
     sub.add_option("--budget", a.budget,
                    "Byte budget: container bytes / FP16 bytes of the cache, every byte counted (0 < B <= 1; default 0.5 for budgeted policies)")
         ->check(CLI::Range(0.0, 1.0));
   sub.add_option("--tiers", a.tiers_file,
                  "Explicit tier map instead of a policy: .npy/.safetensors U8 [tokens] or "
-                 "[layers, tokens], 0=FP16 1=INT8 2=INT4 3=DROP");
+                 "[layers, tokens], 0=FP16 1=INT8 2=INT4 3=DROP (or tiers_k + tiers_v, as skv score -o writes)");
   sub.add_option("--scorer", a.scorer,
                  "Importance signal: auto (attention when the dump has queries, else keynorm), "
                  "attention, keynorm, position")
@@ -91,26 +92,44 @@ bool int4_safe(const KvCache& cache, const std::string& probe_file, std::vector<
   return true;
 }
 
-Plan plan_from_tiers_file(const KvCache& cache, const std::string& path) {
-  const auto& s = cache.shape;
-  const SideTensor t = open_side_tensor(path, "tiers");
-  if (t.view.dtype != DType::U8)
-    fail(Errc::format, path, "tier map must be U8, got " + std::string(dtype_name(t.view.dtype)));
-  const bool per_token = t.view.shape.size() == 1 && t.view.shape[0] == s.tokens;
-  const bool per_layer = t.view.shape.size() == 2 && t.view.shape[0] == s.layers && t.view.shape[1] == s.tokens;
+// A tier map's codes for one side (K or V) into `dst` [layers * tokens].
+void copy_tiers(const KvShape& s, const TensorView& t, const std::string& path, const std::string& name,
+                std::vector<Tier>& dst) {
+  if (t.dtype != DType::U8)
+    fail(Errc::format, path, name + " must be U8, got " + std::string(dtype_name(t.dtype)));
+  const bool per_token = t.shape.size() == 1 && t.shape[0] == s.tokens;
+  const bool per_layer = t.shape.size() == 2 && t.shape[0] == s.layers && t.shape[1] == s.tokens;
   if (!per_token && !per_layer)
     fail(Errc::format, path,
-         fmt::format("tier map shape {} fits neither [tokens] = [{}] nor [layers, tokens] = [{}, {}]",
-                     shape_str(t.view.shape), s.tokens, s.layers, s.tokens));
-  Plan p = Plan::uniform(s.layers, s.tokens, Tier::FP16);
-  p.policy = "explicit";
-  const auto* v = t.view.as<uint8_t>();
+         fmt::format("{} shape {} fits neither [tokens] = [{}] nor [layers, tokens] = [{}, {}]", name,
+                     shape_str(t.shape), s.tokens, s.layers, s.tokens));
+  const auto* v = t.as<uint8_t>();
   for (int l = 0; l < s.layers; ++l)
     for (int i = 0; i < s.tokens; ++i) {
       const uint8_t code = v[per_layer ? size_t(l) * size_t(s.tokens) + size_t(i) : size_t(i)];
-      if (code > 3) fail(Errc::format, path, fmt::format("tier code {} at token {} is not 0..3", code, i));
-      p.k_tiers[size_t(l) * size_t(s.tokens) + size_t(i)] = Tier(code);
+      if (code > 3) fail(Errc::format, path, fmt::format("{}: tier code {} at token {} is not 0..3", name, code, i));
+      dst[size_t(l) * size_t(s.tokens) + size_t(i)] = Tier(code);
     }
+}
+
+// A single `tiers` map (K and V alike), or `tiers_k` + `tiers_v` as `skv score -o` writes them.
+// `transform` receives the key transform the file names in its metadata (skv_key_transform).
+Plan plan_from_tiers_file(const KvCache& cache, const std::string& path, std::string& transform) {
+  const auto& s = cache.shape;
+  Plan p = Plan::uniform(s.layers, s.tokens, Tier::FP16);
+  p.policy = "explicit";
+  if (path.size() < 4 || path.compare(path.size() - 4, 4, ".npy") != 0) {
+    const auto r = safetensors::Reader::open(path);
+    if (auto it = r.metadata().find("skv_key_transform"); it != r.metadata().end()) transform = it->second;
+    const auto *tk = r.find("tiers_k"), *tv = r.find("tiers_v");
+    if (tk && tv && !r.find("tiers")) {
+      copy_tiers(s, r.view(*tk), path, "tiers_k", p.k_tiers);
+      copy_tiers(s, r.view(*tv), path, "tiers_v", p.v_tiers);
+      return p;
+    }
+  }
+  const SideTensor t = open_side_tensor(path, "tiers");
+  copy_tiers(s, t.view, path, "tier map", p.k_tiers);
   p.v_tiers = p.k_tiers;
   return p;
 }
@@ -126,9 +145,15 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
   quant.int4_group = a.int4_group >= 0 ? a.int4_group : std::gcd(32, cache.shape.head_dim);
   quant.zstd_level = a.zstd_level;
   if (!a.tiers_file.empty()) {
-    r.plan = plan_from_tiers_file(cache, a.tiers_file);
+    std::string file_transform;
+    r.plan = plan_from_tiers_file(cache, a.tiers_file, file_transform);
     r.plan.quant = quant;
-    r.plan.quant.key_transform = a.key_transform == "auto" ? KeyTransform::none : parse_transform(a.key_transform);
+    // auto: the transform the tier file was planned with (skv score records it), else none.
+    const std::string tf = a.key_transform != "auto" ? a.key_transform
+                           : file_transform.empty()  ? "none" : file_transform;
+    if (tf != "none" && tf != "centre" && tf != "prerope")
+      fail(Errc::format, a.tiers_file, "unknown skv_key_transform '" + tf + "' in metadata");
+    r.plan.quant.key_transform = parse_transform(tf);
     r.plan.requested_budget = a.budget;
     r.notes.push_back("tiers from " + a.tiers_file);
     return r;
@@ -141,19 +166,8 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
     o.budget = kDefaultBudget;
     r.notes.push_back(fmt::format("no --budget given: using {}", kDefaultBudget));
   }
-  o.scoring.scorer = *scorer_from_name(a.scorer);
   SideTensor external;
-  if (!a.scores_file.empty()) {
-    external = open_side_tensor(a.scores_file, "scores");
-    o.scoring.scorer = Scorer::external;
-    o.scoring.external = external.view;
-  }
-  o.scoring.pool = a.pool == "max" ? Pool::max : a.pool == "avg" ? Pool::avg : Pool::none;
-  o.scoring.pool_kernel = a.pool_kernel;
-  o.scoring.per_layer = a.granularity == "layer";
-  o.scoring.sinks = a.sinks;
-  o.scoring.recent = a.recent;
-  o.scoring.threads = a.threads;
+  o.scoring = scoring_options(a, external);
   o.int4_safe = int4_safe(cache, a.probe_file, r.notes);
   o.kv_split = !a.no_kv_split;
   o.allow_drop = !a.no_drop;
@@ -166,6 +180,23 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
                                 a.key_transform == "auto" ? "auto" : a.key_transform,
                                 r.report.key_transform_reason));
   return r;
+}
+
+ScoreOptions scoring_options(const PlanArgs& a, SideTensor& external) {
+  ScoreOptions so;
+  so.scorer = *scorer_from_name(a.scorer);
+  if (!a.scores_file.empty()) {
+    external = open_side_tensor(a.scores_file, "scores");
+    so.scorer = Scorer::external;
+    so.external = external.view;
+  }
+  so.pool = a.pool == "max" ? Pool::max : a.pool == "avg" ? Pool::avg : Pool::none;
+  so.pool_kernel = a.pool_kernel;
+  so.per_layer = a.granularity == "layer";
+  so.sinks = a.sinks;
+  so.recent = a.recent;
+  so.threads = a.threads;
+  return so;
 }
 
 nlohmann::json report_json(const PolicyReport& r) {

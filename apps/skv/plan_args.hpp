@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "dump_input.hpp"
 #include "skv/kvcache.hpp"
 #include "skv/plan.hpp"
 #include "skv/policy.hpp"
@@ -30,7 +31,8 @@ struct PlanArgs {
   int threads = 0;
 };
 
-// `with_budget`: bench takes budgets as a list and registers its own --budget.
+// `with_budget` false: bench takes policies and budgets as lists and registers its own --policy
+// and --budget.
 void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget = true);
 
 struct PlanResult {
@@ -40,6 +42,9 @@ struct PlanResult {
 };
 
 PlanResult build_plan(const KvCache& cache, const PlanArgs& a);
+// The scoring options build_plan hands the policy (so `skv score` shows the scores the policy
+// saw). `external` keeps a --scores file mapped while the options point into it.
+ScoreOptions scoring_options(const PlanArgs& a, SideTensor& external);
 nlohmann::json report_json(const PolicyReport& r);
 
 }  // namespace skv::cli

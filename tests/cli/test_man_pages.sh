@@ -10,7 +10,7 @@ for sub in probe score encode decode inspect bench; do
     [[ $opt == --help ]] && continue
     checks=$((checks + 1))
     # roff escapes '-' as '\-'; accept either spelling.
-    esc=$(printf '%s' "$opt" | sed 's/-/\\\\-/g')
+    esc=$(printf '%s' "$opt" | sed 's/-/\\-/g')
     grep -qF -- "$opt" "$page" || grep -qF -- "$esc" "$page" ||
       { echo "FAIL: $sub: $opt is in --help but not in man/skv-$sub.1" >&2; failures=$((failures + 1)); }
   done

@@ -33,6 +33,8 @@ void setup_encode(CLI::App& app, Context& ctx);
 void setup_decode(CLI::App& app, Context& ctx);
 void setup_inspect(CLI::App& app, Context& ctx);
 void setup_bench(CLI::App& app, Context& ctx);
+void setup_dump(CLI::App& app, Context& ctx);
+void setup_eval(CLI::App& app, Context& ctx);
 
 // "12.3 MiB"
 std::string human_bytes(uint64_t n);

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
   setup_decode(app, ctx);
   setup_inspect(app, ctx);
   setup_bench(app, ctx);
+  setup_dump(app, ctx);
+  setup_eval(app, ctx);
 
   try {
     app.parse(argc, argv);

@@ -7,7 +7,7 @@ run; expect_rc 2 "no subcommand"
 run frobnicate; expect_rc 2 "unknown subcommand"
 run encode --no-such-option; expect_rc 2 "unknown option"
 run decode --dtype f8; expect_rc 2 "bad --dtype value"
-for sub in probe score encode decode inspect bench; do
+for sub in probe score encode decode inspect bench dump eval; do
   run "$sub" --help; expect_rc 0 "$sub --help"; expect_out 'Usage|Options|OPTIONS' "$sub --help"
 done
 finish

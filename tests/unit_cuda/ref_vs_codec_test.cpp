@@ -63,7 +63,9 @@ std::vector<std::byte> encode_cpu(const TestCache& tc, const EncodeOptions& opts
 EncodeOptions ref_streams(const TestCache& tc, std::vector<uint8_t>& payload, int* calls = nullptr) {
   EncodeOptions o;
   o.layer_streams = [&tc, &payload, calls](int l, LayerStreamViews& streams) {
-    if (calls) EXPECT_EQ(l, (*calls)++);
+    if (calls) {
+      EXPECT_EQ(l, (*calls)++);
+    }
     const LayerPlan p = tc.layer_plan(l);
     ASSERT_TRUE(ref::encode_layer(p, tc.k[size_t(l)].data(), tc.v[size_t(l)].data(),
                                   tc.k_tiers[size_t(l)].data(), tc.v_tiers[size_t(l)].data(),

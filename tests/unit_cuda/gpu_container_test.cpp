@@ -10,6 +10,7 @@
 #include "gpu_util.hpp"
 #include "skv/codec.hpp"
 #include "skv/cuda/container.hpp"
+#include "skv/error.hpp"
 #include "test_cache.hpp"
 
 namespace skv::cuda::test {

@@ -4,6 +4,7 @@
 #include <optional>
 
 #include "cli.hpp"
+#include "device.hpp"
 #include "report.hpp"
 #include "skv/codec.hpp"
 #include "skv/error.hpp"
@@ -14,7 +15,7 @@ namespace skv::cli {
 namespace {
 
 struct DecodeArgs {
-  std::string input = "-", output, dtype, layers;
+  std::string input = "-", output, dtype, layers, device = "auto";
   bool force = false, json = false;
   int threads = 0;
 };
@@ -28,9 +29,11 @@ std::optional<DType> parse_out_dtype(const std::string& s) {
 }
 
 int run_decode(const DecodeArgs& a, const Globals& g) {
+  const Device device = resolve_device(a.device);
   InputStream in = InputStream::open(a.input);
   ContainerReader reader(in, a.input);
   reader.set_threads(a.threads);
+  LayerSource layers(device, reader);
   const ContainerInfo& info = reader.info();
   const int nl = info.shape.layers;
   std::vector<bool> want(size_t(nl), a.layers.empty());
@@ -47,7 +50,7 @@ int run_decode(const DecodeArgs& a, const Globals& g) {
   std::vector<std::pair<std::string, TensorView>> pending;
   DecodedLayer layer;
   int written_layers = 0;
-  for (int l = 0; reader.next_layer(layer, dtype, !want[size_t(l)]); ++l) {
+  for (int l = 0; layers.next_layer(layer, dtype, !want[size_t(l)]); ++l) {
     if (!want[size_t(l)]) continue;
     if (!writer) {
       // Every layer has the same shapes, so the first decoded one fixes the whole header.
@@ -101,6 +104,7 @@ void setup_decode(CLI::App& app, Context& ctx) {
   sub->add_option("--threads", a->threads, "Worker threads per layer (0 = all cores); output does not depend on it")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", a->json, "Print a JSON summary (to stderr when the dump goes to stdout)");
+  add_device_option(*sub, a->device);
   ctx.add(sub, [a, &ctx] { return run_decode(*a, ctx.globals); });
 }
 

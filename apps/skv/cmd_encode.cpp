@@ -2,6 +2,7 @@
 #include <fmt/core.h>
 
 #include "cli.hpp"
+#include "device.hpp"
 #include "dump_input.hpp"
 #include "plan_args.hpp"
 #include "report.hpp"
@@ -13,13 +14,14 @@ namespace skv::cli {
 namespace {
 
 struct EncodeArgs {
-  std::string input = "-", output, layout = "htd";
+  std::string input = "-", output, layout = "htd", device = "auto";
   bool force = false, json = false;
   int threads = 0;
   PlanArgs plan;
 };
 
 int run_encode(const EncodeArgs& a, const Globals& g) {
+  const Device device = resolve_device(a.device);
   Dump dump = open_dump(a.input, parse_layout(a.layout));
   PlanArgs pa = a.plan;
   pa.threads = a.threads;
@@ -34,7 +36,7 @@ int run_encode(const EncodeArgs& a, const Globals& g) {
     for (const TensorView* t : {&L.k, &L.v}) dump.reader->release(t->bytes);
     if (L.q) dump.reader->release(L.q->bytes);
   };
-  const EncodeResult r = encode(dump.cache, pr.plan, out, eo);
+  const EncodeResult r = encode_on(device, dump.cache, pr.plan, out, eo);
   out.commit();
   const bool data_on_stdout = out_path == "-";
   if (a.json) {
@@ -70,6 +72,7 @@ void setup_encode(CLI::App& app, Context& ctx) {
   sub->add_option("--threads", a->threads, "Worker threads (0 = all cores); output does not depend on it")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", a->json, "Print a JSON summary (to stderr when the container goes to stdout)");
+  add_device_option(*sub, a->device);
   add_plan_options(*sub, a->plan);
   ctx.add(sub, [a, &ctx] { return run_encode(*a, ctx.globals); });
 }

@@ -116,6 +116,22 @@ std::array<std::span<const uint8_t>, kLayerStreams> split_streams(const LayerPla
   return out;
 }
 
+void join_streams(const LayerPlan& plan, const std::array<std::span<const uint8_t>, kLayerStreams>& streams,
+                  uint8_t* payload) {
+  write_directory(plan, payload);
+  uint64_t end = kDirectoryBytes;
+  for (int s = 0; s < kLayerStreams; ++s) {
+    const auto i = size_t(s);
+    if (streams[i].size() != plan.size[i])
+      fail(Errc::invalid_argument, "cuda", "stream " + std::to_string(s) + " holds " +
+                                               std::to_string(streams[i].size()) + " bytes, the layer plan " +
+                                               std::to_string(plan.size[i]));
+    std::memset(payload + end, 0, size_t(plan.offset[i] - end));
+    if (!streams[i].empty()) std::memcpy(payload + plan.offset[i], streams[i].data(), streams[i].size());
+    end = plan.offset[i] + plan.size[i];
+  }
+}
+
 size_t max_layer_bytes(const LayerGeometry& g) {
   uint64_t worst = 0;  // costliest tier per (head, token)
   for (int t = 0; t < 3; ++t) worst = std::max(worst, row_values(g, t) + row_params(g, t));

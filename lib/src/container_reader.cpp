@@ -17,6 +17,7 @@
 namespace skv {
 
 using namespace fmt;
+static_assert(kStreams == kStreamsPerLayer);
 
 namespace {
 struct SectionHeader {
@@ -429,10 +430,9 @@ struct ContainerReader::Impl {
     payload_buf.shrink_to_fit();
   }
 
-  bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {
+  // Reads, verifies and unpacks the next layer's streams; false (after the trailer) at the end.
+  bool advance() {
     if (done) return false;
-    const DType dt = want.value_or(info.shape.dtype);
-    if (!is_float(dt)) bad(Errc::invalid_argument, "decode dtype must be F16, BF16 or F32");
     if (next == info.shape.layers) {
       finish();
       return false;
@@ -443,13 +443,36 @@ struct ContainerReader::Impl {
     if (s.number != uint64_t(next))
       bad(Errc::format, "layer section " + std::to_string(s.number) + " where layer " + std::to_string(next) + " belongs");
     read_payload(s, max_layer_payload);
-    const int l = next++;
-    parse_layer(l, s.size);
-    out.index = l;
+    parse_layer(next++, s.size);
+    return true;
+  }
+
+  void layer_tiers(TierCounts& out) const {
     for (int t = 0; t < kNumTiers; ++t) {
-      out.tiers.k[size_t(t)] = n[0][size_t(t)];
-      out.tiers.v[size_t(t)] = n[1][size_t(t)];
+      out.k[size_t(t)] = n[0][size_t(t)];
+      out.v[size_t(t)] = n[1][size_t(t)];
     }
+  }
+
+  bool next_layer_streams(LayerStreams& out) {
+    if (!advance()) return false;
+    const int l = next - 1;
+    out.index = l;
+    layer_tiers(out.tiers);
+    for (int s = 0; s < kStreams; ++s) out.streams[size_t(s)] = {stream[s], size_t(expected_raw(s))};
+    out.k_shape = k_shapes[size_t(l)];
+    out.v_shape = v_shapes[size_t(l)];
+    return true;
+  }
+
+  bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {
+    if (done) return false;
+    const DType dt = want.value_or(info.shape.dtype);
+    if (!is_float(dt)) bad(Errc::invalid_argument, "decode dtype must be F16, BF16 or F32");
+    if (!advance()) return false;
+    const int l = next - 1;
+    out.index = l;
+    layer_tiers(out.tiers);
     if (skip) return true;
     // Reuse the caller's tensors when they already fit: no fresh pages to fault in per layer.
     for (int kv = 0; kv < 2; ++kv) {
@@ -491,6 +514,7 @@ void ContainerReader::set_threads(int threads) noexcept { impl_->threads = threa
 bool ContainerReader::next_layer(DecodedLayer& out, std::optional<DType> out_dtype, bool skip) {
   return impl_->next_layer(out, out_dtype, skip);
 }
+bool ContainerReader::next_layer_streams(LayerStreams& out) { return impl_->next_layer_streams(out); }
 ByteBreakdown ContainerReader::breakdown() const { return impl_->bb; }
 
 }  // namespace skv

@@ -44,6 +44,7 @@ uint64_t write_section(CountingSink& out, uint32_t tag, uint64_t number, const P
 }  // namespace fmt
 
 using namespace fmt;
+static_assert(kStreams == kStreamsPerLayer);
 
 namespace {
 
@@ -117,8 +118,42 @@ struct LayerEncoder {
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
   std::span<const std::byte> direct[2];  // see prepare()
+  const LayerStreamViews* external = nullptr;  // streams given by EncodeOptions::layer_streams
+
+  // Tier maps and per-tier counts only (all an external encoder's streams are checked against).
+  void count(int l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
+      std::vector<uint8_t>& map = streams[kv ? kVMap : kKMap];
+      map.resize(size_t(g.T));
+      for (int t = 0; t < g.T; ++t) {
+        const Tier tier = kv ? plan.v(l, t) : plan.k(l, t);
+        map[size_t(t)] = uint8_t(tier);
+        ++n[kv][size_t(tier)];
+      }
+    }
+  }
+
+  // Takes layer l's streams from an external encoder, after checking them against the plan.
+  void use_external(int l, const LayerStreamViews& views) {
+    count(l);
+    for (int s = 0; s < kStreams; ++s) {
+      const uint64_t want = stream_size(g, s, n);
+      if (views[size_t(s)].size() != want)
+        fail(Errc::invalid_argument, c.source,
+             "layer " + std::to_string(l) + " stream " + std::to_string(s) + ": the external encoder gave " +
+                 std::to_string(views[size_t(s)].size()) + " bytes, the plan implies " + std::to_string(want));
+    }
+    for (int s : {int(kKMap), int(kVMap)})
+      if (std::memcmp(views[size_t(s)].data(), streams[s].data(), size_t(g.T)) != 0)
+        fail(Errc::invalid_argument, c.source,
+             "layer " + std::to_string(l) + ": the external encoder's tier map differs from the plan");
+    direct[0] = direct[1] = {};
+    external = &views;
+  }
 
   void prepare(int l) {
+    external = nullptr;
     for (int kv = 0; kv < 2; ++kv) {
       std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
       rank[kv].resize(size_t(g.T));
@@ -147,6 +182,7 @@ struct LayerEncoder {
   }
   // The raw bytes of stream s.
   std::span<const uint8_t> raw(int s) const {
+    if (external) return (*external)[size_t(s)];
     if (is_direct(s)) {
       const std::span<const std::byte> d = direct[s == int(kVBase) + int(kF16) ? 1 : 0];
       return {reinterpret_cast<const uint8_t*>(d.data()), d.size()};
@@ -323,15 +359,22 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   }
   bb.manifest = manifest.size();
 
-  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}, {}};
+  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}, {}, nullptr};
+  LayerStreamViews external;
   std::vector<uint8_t> packed[kStreams];
   std::vector<uint64_t> layer_offsets;
   TierCounts counts;
   uint64_t raw_delta = 0;  // raw size minus stored size, over all layers
   const int level = plan.quant.zstd_level;
   for (int l = 0; l < g.L; ++l) {
-    enc.prepare(l);
-    parallel_for(2 * g.H, opts.threads, [&](int task) { enc.encode_head(l, task / g.H, task % g.H); });
+    if (opts.layer_streams) {
+      external = {};
+      opts.layer_streams(l, external);
+      enc.use_external(l, external);
+    } else {
+      enc.prepare(l);
+      parallel_for(2 * g.H, opts.threads, [&](int task) { enc.encode_head(l, task / g.H, task % g.H); });
+    }
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kNumTiers; ++t) (kv ? counts.v : counts.k)[size_t(t)] += enc.n[kv][t];
     // Entropy stage: per stream, kept only when smaller.

@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -16,12 +17,22 @@
 
 namespace skv {
 
+// A LAYR section holds 13 streams (formats/skv.md "Streams"): tier maps, K centres, then five
+// tier streams for K and five for V.
+inline constexpr int kStreamsPerLayer = 13;
+using LayerStreamViews = std::array<std::span<const uint8_t>, kStreamsPerLayer>;
+
 struct EncodeOptions {
   int threads = 0;  // 0 = all cores; output bytes never depend on it
   std::string producer;  // defaults to "skv <version>"
   // Called after layer L has been written: the caller may release that layer's source pages
   // (a mapped dump then costs about one layer of RSS, not the whole file).
   std::function<void(int layer)> layer_done;
+  // When set, the writer takes layer L's 13 raw streams from here (e.g. the GPU encoder's output)
+  // instead of quantizing itself; it checks the tier maps against the plan and every size
+  // against what the maps imply, then compresses, hashes and writes as usual. The views must
+  // stay valid until the next call (or until encode() returns). Called for L = 0, 1, ... in order.
+  std::function<void(int layer, LayerStreamViews& streams)> layer_streams;
 };
 
 // Exact byte accounting without encoding, so allocators can honour a budget: for any plan over
@@ -90,6 +101,16 @@ struct DecodedLayer {
   TierCounts tiers;           // this layer's tokens per tier, K and V
 };
 
+// One layer's 13 raw streams after checksum checks and any zstd stage were undone (the input a
+// GPU decoder uploads), with what it needs to shape its output. Views stay valid until the
+// reader's next call.
+struct LayerStreams {
+  int index = 0;
+  LayerStreamViews streams;
+  Shape k_shape, v_shape;  // the decoded tensors' shapes, as next_layer() would give them
+  TierCounts tiers;
+};
+
 // True when `head` starts with the .skv magic (used to tell containers from dumps).
 bool is_container(std::span<const std::byte> head) noexcept;
 
@@ -109,6 +130,9 @@ class ContainerReader {
   // after the last layer, once the trailer has been verified.
   bool next_layer(DecodedLayer& out, std::optional<DType> out_dtype = std::nullopt,
                   bool skip = false);
+  // Like next_layer(), but stops before dequantizing: fills `out` with the layer's raw streams
+  // (verified, sizes checked against its tier maps). Calls to both may be interleaved.
+  bool next_layer_streams(LayerStreams& out);
   ByteBreakdown breakdown() const;  // complete after the last layer
 
  private:

@@ -62,6 +62,12 @@ void write_directory(const LayerPlan& plan, uint8_t* dir);
 std::array<std::span<const uint8_t>, kLayerStreams> split_streams(const LayerPlan& plan,
                                                                   std::span<const uint8_t> payload);
 
+// The inverse: lays 13 raw streams (e.g. ContainerReader::next_layer_streams) out as the raw
+// payload `plan` describes (directory, streams, zero padding) in `payload` (plan.payload_bytes
+// bytes). Throws Errc::invalid_argument when a stream's size differs from the plan's.
+void join_streams(const LayerPlan& plan, const std::array<std::span<const uint8_t>, kLayerStreams>& streams,
+                  uint8_t* payload);
+
 // Size queries. max_layer_bytes: the payload of the largest plan (every token at the costliest
 // tier), so one output buffer serves every layer.
 size_t max_layer_bytes(const LayerGeometry& geo);

@@ -2,6 +2,8 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
@@ -157,7 +159,25 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
   const size_t layer_terms = size_t(H) * T;
   std::vector<std::array<float, 5>> terms(size_t(G) * layer_terms);  // v INT8, v INT4, k INT8, k INT4, drop
   std::vector<uint8_t> finite(terms.size());
+  // Row buffers (2 x tokens x head_dim floats) are reused across tasks: fresh ones per task cost
+  // a page fault per 4 KiB.
+  struct Rows {
+    std::vector<float> k, v;
+  };
+  std::mutex spare_mutex;
+  std::vector<std::unique_ptr<Rows>> spare;
   auto head_terms = [&](int l, int h) {
+    std::unique_ptr<Rows> rows;
+    {
+      std::lock_guard lock(spare_mutex);
+      if (!spare.empty()) {
+        rows = std::move(spare.back());
+        spare.pop_back();
+      }
+    }
+    if (!rows) rows.reset(new Rows{std::vector<float>(size_t(T) * D), std::vector<float>(size_t(T) * D)});
+    std::vector<float>& K = rows->k;
+    std::vector<float>& V = rows->v;
     const KvLayer& kl = c.layers[size_t(l)];
     std::array<float, 5>* out = &terms[size_t(l % G) * layer_terms + size_t(h) * T];
     uint8_t* ok = &finite[size_t(l % G) * layer_terms + size_t(h) * T];
@@ -167,7 +187,7 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
     if (unpinned.empty())
       for (int t = 0; t < T; ++t) if (present(kl, t)) unpinned.push_back(t);
     // The head's rows are converted once (keys into the transform's space before centring).
-    std::vector<float> K(size_t(T) * D), V(size_t(T) * D), k(static_cast<size_t>(D));
+    std::vector<float> k(static_cast<size_t>(D));
     std::vector<double> vbar(static_cast<size_t>(D), 0.0), kbar(static_cast<size_t>(D), 0.0),
         k2(static_cast<size_t>(D), 0.0);
     const double n_unp = double(std::max<size_t>(unpinned.size(), 1));
@@ -220,6 +240,8 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       out[t] = {float(w * v8), float(w * v4), float(w * vdev * logit_penalty(x8)),
                 float(w * vdev * logit_penalty(x4)), float(w * vdev)};
     }
+    std::lock_guard lock(spare_mutex);
+    spare.push_back(std::move(rows));
   };
   auto sum_heads = [&](int l0, int n) {
     for (int l = l0; l < l0 + n; ++l) {

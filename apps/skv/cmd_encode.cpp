@@ -25,17 +25,19 @@ int run_encode(const EncodeArgs& a, const Globals& g) {
   Dump dump = open_dump(a.input, parse_layout(a.layout));
   PlanArgs pa = a.plan;
   pa.threads = a.threads;
-  const PlanResult pr = build_plan(dump.cache, pa);
-  const std::string out_path = a.output.empty() ? default_output(a.input, ".skv") : a.output;
-  OutputFile out(out_path, {.force = a.force});
-  EncodeOptions eo;
-  eo.threads = a.threads;
-  // Stream through a mapped dump: hand each layer's pages back once it is encoded.
-  eo.layer_done = [&dump](int l) {
+  // Stream through a mapped dump: hand each layer's pages back once a planning pass has read it
+  // and once it is encoded.
+  const auto release_layer = [&dump](int l) {
     const KvLayer& L = dump.cache.layers[size_t(l)];
     for (const TensorView* t : {&L.k, &L.v}) dump.reader->release(t->bytes);
     if (L.q) dump.reader->release(L.q->bytes);
   };
+  const PlanResult pr = build_plan(dump.cache, pa, release_layer);
+  const std::string out_path = a.output.empty() ? default_output(a.input, ".skv") : a.output;
+  OutputFile out(out_path, {.force = a.force});
+  EncodeOptions eo;
+  eo.threads = a.threads;
+  eo.layer_done = release_layer;
   const EncodeResult r = encode_on(device, dump.cache, pr.plan, out, eo);
   out.commit();
   const bool data_on_stdout = out_path == "-";

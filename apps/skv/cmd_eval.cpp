@@ -63,7 +63,6 @@ nlohmann::json budget_json(double b) { return b > 0 ? nlohmann::json(b) : nlohma
 void add_common(CLI::App& sub, EvalCommon& c) {
   sub.add_option("--model", c.model, "GGUF model file")->required();
   add_plan_options(sub, c.plan, /*with_budget=*/false);
-  sub.remove_option(sub.get_option("--policy"));
   sub.add_option("--policy", c.policies,
                  "Policies to compare, comma-separated: spectrum, spectrum3, spectrum2, greedy, "
                  "pdtrim, snapkv, fp16, int8, int4 (uniform ones ignore the budget)")

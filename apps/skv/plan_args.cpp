@@ -136,7 +136,7 @@ Plan plan_from_tiers_file(const KvCache& cache, const std::string& path, std::st
 
 }  // namespace
 
-PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
+PlanResult build_plan(const KvCache& cache, const PlanArgs& a, const std::function<void(int)>& release_layer) {
   PlanResult r;
   QuantSettings quant;
   quant.int8_group = a.int8_group;
@@ -175,6 +175,7 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a) {
   o.quant = quant;
   o.pdtrim_front = a.pdtrim_front;
   o.threads = a.threads;
+  o.layer_done = release_layer;
   r.plan = make_plan(cache, o, &r.report);
   r.notes.push_back(fmt::format("scorer {}, key transform {} ({})", scorer_name(r.report.scorer),
                                 a.key_transform == "auto" ? "auto" : a.key_transform,

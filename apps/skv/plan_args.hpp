@@ -2,6 +2,7 @@
 // by encode, score and bench, and the function turning them into a Plan.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -41,7 +42,10 @@ struct PlanResult {
   std::vector<std::string> notes;  // what the policy decided and why (shown with -v / --json)
 };
 
-PlanResult build_plan(const KvCache& cache, const PlanArgs& a);
+// `release_layer` (may be empty) runs whenever planning has finished reading a layer, so a mapped
+// dump can drop that layer's pages (see PolicyOptions::layer_done).
+PlanResult build_plan(const KvCache& cache, const PlanArgs& a,
+                      const std::function<void(int)>& release_layer = {});
 // The scoring options build_plan hands the policy (so `skv score` shows the scores the policy
 // saw). `external` keeps a --scores file mapped while the options point into it.
 ScoreOptions scoring_options(const PlanArgs& a, SideTensor& external);

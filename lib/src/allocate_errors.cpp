@@ -1,14 +1,17 @@
 // Error measurement for the distortion-aware allocator (see skv/allocate.hpp for the model).
 #include <algorithm>
 #include <cmath>
+#include <functional>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "layer_walk.hpp"
 #include "policy_detail.hpp"
 #include "skv/allocate.hpp"
 #include "skv/error.hpp"
 #include "skv/half.hpp"
-#include "skv/parallel.hpp"
 #include "skv/quant.hpp"
 
 namespace skv {
@@ -143,91 +146,135 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
   d.forced.assign(size_t(L) * T, 0);
   const bool exact = o.model == ErrorModel::exact;
   const float floor_w = float(o.weight_floor / T);
+  auto present = [&](const KvLayer& kl, int t) {
+    if (!kl.mask) return true;
+    const size_t es = dtype_size(kl.mask->dtype);
+    return kl.mask->bytes[size_t(t) * es] != std::byte{0};
+  };
 
-  parallel_for(L, o.threads, [&](int l) {
+  // Heads of a layer group run in parallel, each writing its own terms; the group's terms are then
+  // summed over heads in head order: the same float additions, in the same order, as a sequential
+  // walk, so the tables never depend on the thread count.
+  const int G = std::min(detail::layers_per_group(H, o.threads), L);
+  const size_t layer_terms = size_t(H) * T;
+  std::vector<std::array<float, 5>> terms(size_t(G) * layer_terms);  // v INT8, v INT4, k INT8, k INT4, drop
+  std::vector<uint8_t> finite(terms.size());
+  // Row buffers (2 x tokens x head_dim floats) are reused across tasks: fresh ones per task cost
+  // a page fault per 4 KiB.
+  struct Rows {
+    std::vector<float> k, v;
+  };
+  std::mutex spare_mutex;
+  std::vector<std::unique_ptr<Rows>> spare;
+  auto head_terms = [&](int l, int h) {
+    std::unique_ptr<Rows> rows;
+    {
+      std::lock_guard lock(spare_mutex);
+      if (!spare.empty()) {
+        rows = std::move(spare.back());
+        spare.pop_back();
+      }
+    }
+    if (!rows) rows.reset(new Rows{std::vector<float>(size_t(T) * D), std::vector<float>(size_t(T) * D)});
+    std::vector<float>& K = rows->k;
+    std::vector<float>& V = rows->v;
     const KvLayer& kl = c.layers[size_t(l)];
-    auto present = [&](int t) {
-      if (!kl.mask) return true;
-      const size_t es = dtype_size(kl.mask->dtype);
-      return kl.mask->bytes[size_t(t) * es] != std::byte{0};
-    };
+    std::array<float, 5>* out = &terms[size_t(l % G) * layer_terms + size_t(h) * T];
+    uint8_t* ok = &finite[size_t(l % G) * layer_terms + size_t(h) * T];
     std::vector<int> unpinned;
     for (int t = 0; t < T; ++t)
-      if (present(t) && (sc.pinned.empty() || !sc.pinned[size_t(t)])) unpinned.push_back(t);
+      if (present(kl, t) && (sc.pinned.empty() || !sc.pinned[size_t(t)])) unpinned.push_back(t);
     if (unpinned.empty())
-      for (int t = 0; t < T; ++t) if (present(t)) unpinned.push_back(t);
-    // Each head's rows are converted once (keys into the transform's space before centring).
-    std::vector<float> K(size_t(T) * D), V(size_t(T) * D), k(static_cast<size_t>(D));
-    std::vector<double> vbar(static_cast<size_t>(D)), kbar(static_cast<size_t>(D)), k2(static_cast<size_t>(D));
+      for (int t = 0; t < T; ++t) if (present(kl, t)) unpinned.push_back(t);
+    // The head's rows are converted once (keys into the transform's space before centring).
+    std::vector<float> k(static_cast<size_t>(D));
+    std::vector<double> vbar(static_cast<size_t>(D), 0.0), kbar(static_cast<size_t>(D), 0.0),
+        k2(static_cast<size_t>(D), 0.0);
     const double n_unp = double(std::max<size_t>(unpinned.size(), 1));
-    for (int h = 0; h < H; ++h) {
-      for (int t = 0; t < T; ++t) {
-        float* kr = &K[size_t(t) * D];
-        detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, kr);
-        detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, &V[size_t(t) * D]);
-        if (s.tf == KeyTransform::prerope_centre) s.rope->apply(kr, t, true);
-      }
-      // Value mean, key centre and key spread over the tokens likely to be quantized.
-      std::fill(vbar.begin(), vbar.end(), 0.0);
-      std::fill(kbar.begin(), kbar.end(), 0.0);
-      std::fill(k2.begin(), k2.end(), 0.0);
-      for (int t : unpinned) {
-        const float* vr = &V[size_t(t) * D];
-        const float* kr = &K[size_t(t) * D];
-        for (int i = 0; i < D; ++i) {
-          vbar[i] += std::isfinite(vr[i]) ? vr[i] : 0.0f;
-          const double x = std::isfinite(kr[i]) ? kr[i] : 0.0f;
-          kbar[i] += x;
-          k2[i] += x * x;
-        }
-      }
-      std::vector<float> centre(static_cast<size_t>(D), 0.0f);
-      double spread = 0;
+    for (int t = 0; t < T; ++t) {
+      float* kr = &K[size_t(t) * D];
+      detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, kr);
+      detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, &V[size_t(t) * D]);
+      if (s.tf == KeyTransform::prerope_centre) s.rope->apply(kr, t, true);
+    }
+    // Value mean, key centre and key spread over the tokens likely to be quantized.
+    for (int t : unpinned) {
+      const float* vr = &V[size_t(t) * D];
+      const float* kr = &K[size_t(t) * D];
       for (int i = 0; i < D; ++i) {
-        vbar[i] /= n_unp;
-        if (s.tf != KeyTransform::none) centre[i] = float(kbar[i] / n_unp);
-        spread += k2[i] / n_unp - (kbar[i] / n_unp) * (kbar[i] / n_unp);
+        vbar[i] += std::isfinite(vr[i]) ? vr[i] : 0.0f;
+        const double x = std::isfinite(kr[i]) ? kr[i] : 0.0f;
+        kbar[i] += x;
+        k2[i] += x * x;
       }
-      std::vector<float> C = query_power(c, l, h);
-      if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
-        C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
+    }
+    std::vector<float> centre(static_cast<size_t>(D), 0.0f);
+    double spread = 0;
+    for (int i = 0; i < D; ++i) {
+      vbar[i] /= n_unp;
+      if (s.tf != KeyTransform::none) centre[i] = float(kbar[i] / n_unp);
+      spread += k2[i] / n_unp - (kbar[i] / n_unp) * (kbar[i] / n_unp);
+    }
+    std::vector<float> C = query_power(c, l, h);
+    if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
+      C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
+    for (int t = 0; t < T; ++t) {
+      ok[t] = 0;
+      if (!present(kl, t)) continue;
+      const float w = sc.at(l, h, t) + floor_w;
+      const float* v = &V[size_t(t) * D];
+      const float* kr = &K[size_t(t) * D];
+      double vdev = 0;
+      bool fin = true;
+      for (int i = 0; i < D; ++i) {
+        fin = fin && std::isfinite(v[i]) && std::isfinite(kr[i]);
+        vdev += (v[i] - vbar[i]) * (v[i] - vbar[i]);
+        k[i] = kr[i] - centre[i];
+      }
+      if (!fin) continue;
+      ok[t] = 1;
+      const double v8 = group_error(v, D, s.g8, nullptr, false, exact);
+      const double v4 = group_error(v, D, s.g4, nullptr, true, exact);
+      const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
+      const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
+      out[t] = {float(w * v8), float(w * v4), float(w * vdev * logit_penalty(x8)),
+                float(w * vdev * logit_penalty(x4)), float(w * vdev)};
+    }
+    std::lock_guard lock(spare_mutex);
+    spare.push_back(std::move(rows));
+  };
+  auto sum_heads = [&](int l0, int n) {
+    for (int l = l0; l < l0 + n; ++l) {
+      const KvLayer& kl = c.layers[size_t(l)];
       for (int t = 0; t < T; ++t) {
         const size_t e = size_t(l) * T + t;
-        if (!present(t)) {
+        if (!present(kl, t)) {  // masked out: must drop
           d.forced[e] = 2;
           continue;
         }
-        const float w = sc.at(l, h, t) + floor_w;
-        const float* v = &V[size_t(t) * D];
-        const float* kr = &K[size_t(t) * D];
-        double vdev = 0;
-        bool finite = true;
-        for (int i = 0; i < D; ++i) {
-          finite = finite && std::isfinite(v[i]) && std::isfinite(kr[i]);
-          vdev += (v[i] - vbar[i]) * (v[i] - vbar[i]);
-          k[i] = kr[i] - centre[i];
+        for (int h = 0; h < H; ++h) {
+          const size_t i = size_t(l % G) * layer_terms + size_t(h) * T + t;
+          if (!finite[i]) {  // non-finite in this head: must stay FP16
+            d.forced[e] = 1;
+            continue;
+          }
+          const auto& x = terms[i];
+          d.v[e][1] += x[0];
+          d.v[e][2] += x[1];
+          d.k[e][1] += x[2];
+          d.k[e][2] += x[3];
+          d.drop[e] += x[4];
         }
-        if (!finite) {
-          d.forced[e] = 1;
-          continue;
-        }
-        const double v8 = group_error(v, D, s.g8, nullptr, false, exact);
-        const double v4 = group_error(v, D, s.g4, nullptr, true, exact);
-        const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
-        const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
-        d.v[e][1] += float(w * v8);
-        d.v[e][2] += float(w * v4);
-        d.k[e][1] += float(w * vdev * logit_penalty(x8));
-        d.k[e][2] += float(w * vdev * logit_penalty(x4));
-        d.drop[e] += float(w * vdev);
       }
     }
-  });
+  };
+  detail::walk_layers(L, H, o.threads, head_terms, sum_heads, o.layer_done);
   return d;
 }
 
 std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings& q,
-                                           const std::vector<uint8_t>& pinned, int threads) {
+                                           const std::vector<uint8_t>& pinned, int threads,
+                                           const std::function<void(int)>& layer_done) {
   std::array<double, 3> out{-1, -1, -1};
   const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
   std::vector<int> sample;
@@ -235,28 +282,35 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
   for (int t = 0; t < T; t += step)
     if (pinned.empty() || !pinned[size_t(t)]) sample.push_back(t);
   if (sample.empty()) sample.push_back(T - 1);
+  std::vector<Setup> setups;
   for (KeyTransform tf : {KeyTransform::none, KeyTransform::centre, KeyTransform::prerope_centre}) {
     if (tf == KeyTransform::prerope_centre && (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown))
       continue;
-    const Setup s = make_setup(c, q, tf);
-    std::vector<double> per(size_t(L) * H, 0.0);
-    parallel_for(L * H, threads, [&](int task) {
-      const int l = task / H, h = task % H;
+    setups.push_back(make_setup(c, q, tf));
+  }
+  // One walk over the cache measures every transform, so each layer is read once.
+  const size_t tasks = size_t(L) * H;
+  std::vector<double> per(setups.size() * tasks, 0.0);  // [transform, layer, head]
+  detail::walk_layers(L, H, threads, [&](int l, int h) {
+    const std::vector<float> C = query_power(c, l, h);
+    const float* w = C.empty() ? nullptr : C.data();
+    std::vector<float> k(static_cast<size_t>(D));
+    for (size_t i = 0; i < setups.size(); ++i) {
+      const Setup& s = setups[i];
       const std::vector<float> centre = key_centre(c, s, l, h, sample);
-      const std::vector<float> C = query_power(c, l, h);
-      std::vector<float> k(static_cast<size_t>(D));
       double acc = 0;
       for (int t : sample) {
         detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
         to_key_space(s, k.data(), t, centre);
-        const float* w = C.empty() ? nullptr : C.data();
         acc += group_error(k.data(), D, s.g8, w, false, true) + group_error(k.data(), D, s.g4, w, true, true);
       }
-      per[size_t(task)] = acc;
-    });
+      per[i * tasks + size_t(l) * H + h] = acc;
+    }
+  }, {}, layer_done);
+  for (size_t i = 0; i < setups.size(); ++i) {
     double sum = 0;
-    for (double x : per) sum += x;
-    out[size_t(tf)] = sum;
+    for (size_t j = 0; j < tasks; ++j) sum += per[i * tasks + j];
+    out[size_t(setups[i].tf)] = sum;
   }
   return out;
 }

@@ -101,6 +101,7 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
   if (needs_scores) {
     ScoreOptions so = o.scoring;
     so.threads = o.threads;
+    if (o.layer_done) so.layer_done = o.layer_done;
     sc = score_tokens(c, so);
     r.scorer = sc.used;
     r.per_layer = sc.rows > 1;
@@ -123,7 +124,7 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
       fail(Errc::invalid_argument, c.source, "prerope_centre needs rope_theta and rope_style metadata");
     r.key_transform_reason = "set by the caller";
   } else {
-    r.key_error = key_transform_errors(c, q, sc.pinned, o.threads);
+    r.key_error = key_transform_errors(c, q, sc.pinned, o.threads, o.layer_done);
     KeyTransform best = KeyTransform::none;
     // A transform must cut the error by more than 1% to be worth its centres.
     for (KeyTransform tf : {KeyTransform::centre, KeyTransform::prerope_centre})
@@ -205,6 +206,7 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     const auto te = Clock::now();
     ErrorOptions eo = o.errors;
     eo.threads = o.threads;
+    if (o.layer_done) eo.layer_done = o.layer_done;
     const Distortion d = measure_distortion(c, sc, q, eo);
     r.seconds_errors = since(te);
     t0 = Clock::now();

@@ -6,9 +6,9 @@
 #include <cmath>
 #include <numeric>
 
+#include "layer_walk.hpp"
 #include "policy_detail.hpp"
 #include "skv/error.hpp"
-#include "skv/parallel.hpp"
 
 namespace skv {
 namespace {
@@ -133,8 +133,9 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
   if (use == Scorer::attention || use == Scorer::keynorm) {
     out.head.assign(size_t(L) * H * T, 0.0f);
     out.kv_heads = H;
-    parallel_for(L * H, o.threads, [&](int task) {
-      const int l = task / H, h = task % H;
+    // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
+    detail::walk_layers(L, H, o.threads, [&](int l, int h) {
+      const size_t task = size_t(l) * H + h;
       std::vector<float> acc;
       if (use == Scorer::attention) {
         head_attention(c, l, h, acc);
@@ -143,8 +144,8 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
         keynorm_head(c, l, h, o.sinks, acc);
       }
       normalise(acc.data(), T);
-      std::copy(acc.begin(), acc.end(), out.head.begin() + ptrdiff_t(size_t(task) * T));
-    });
+      std::copy(acc.begin(), acc.end(), out.head.begin() + ptrdiff_t(task * T));
+    }, {}, o.layer_done);
     per_layer.assign(size_t(L) * T, 0.0f);
     for (int l = 0; l < L; ++l)
       for (int h = 0; h < H; ++h)

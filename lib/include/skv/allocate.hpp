@@ -8,6 +8,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "skv/codec.hpp"
@@ -80,6 +81,9 @@ struct ErrorOptions {
   double logit_spread = 2.0;
   double weight_floor = 0.1;  // every token weighs at least this share of the uniform weight
   int threads = 0;
+  // Called, on the calling thread, once the measurement has finished reading layer L (layers are
+  // read a few at a time, at most `threads`); the caller may drop the layer's pages.
+  std::function<void(int)> layer_done;
 };
 
 // Distortion tables for `quant` (groups and key transform). Per (layer, head, token) with weight w
@@ -95,8 +99,10 @@ Distortion measure_distortion(const KvCache& cache, const Scores& scores, const 
 
 // Query-weighted squared key error (INT8 + INT4, summed) of a sample of unpinned tokens under
 // each key transform, indexed by KeyTransform; -1 where the transform is unavailable
-// (prerope_centre without rope_theta and a known rope_style).
+// (prerope_centre without rope_theta and a known rope_style). One walk over the cache measures
+// every transform; layer_done (may be empty) runs as for ErrorOptions::layer_done.
 std::array<double, 3> key_transform_errors(const KvCache& cache, const QuantSettings& quant,
-                                           const std::vector<uint8_t>& pinned, int threads = 0);
+                                           const std::vector<uint8_t>& pinned, int threads = 0,
+                                           const std::function<void(int)>& layer_done = {});
 
 }  // namespace skv

@@ -3,6 +3,7 @@
 // the codec's SizeModel) never exceed budget x the cache's FP16 bytes.
 #pragma once
 #include <array>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +46,12 @@ struct PolicyOptions {
   ErrorOptions errors;       // distortion model (analytic or exact quantizer errors)
   double pdtrim_front = 0.5; // pdtrim: share of kept tokens taken from the front
   int threads = 0;           // 0 = all cores; plans never depend on it
+  // Called, on the calling thread, each time a planning pass (scoring, key-transform measurement,
+  // distortion measurement) has finished reading layer L; the caller may drop the layer's pages
+  // (e.g. madvise a mapped dump). Each pass walks the layers in order, reading at most `threads`
+  // at a time, so a caller that drops them keeps about that many layers resident. Overrides
+  // scoring.layer_done / errors.layer_done when set. Plans never depend on it.
+  std::function<void(int)> layer_done;
 };
 
 struct PolicyReport {

@@ -2,6 +2,7 @@
 // normalised to sum 1 per row (a row is one layer, or the whole cache when shared), plus pinned
 // tokens that allocators must serve first.
 #pragma once
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,10 @@ struct ScoreOptions {
   int recent = 0;             // last tokens pinned to the top tier
   std::optional<TensorView> external;  // for Scorer::external
   int threads = 0;            // 0 = all cores; results never depend on it
+  // Called, on the calling thread, once the scorer has finished reading layer L (attention and
+  // keynorm read the cache a few layers at a time, at most `threads`); the caller may drop the
+  // layer's pages (e.g. of a mapped dump). Results never depend on it.
+  std::function<void(int)> layer_done;
 };
 
 struct Scores {

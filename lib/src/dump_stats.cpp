@@ -10,7 +10,7 @@
 #include "skv/half.hpp"
 
 #if defined(__x86_64__)
-#include <cpuid.h>
+#include "cpu_features.hpp"
 #include <immintrin.h>
 #endif
 
@@ -25,17 +25,7 @@ void f16_to_f32_scalar(const uint16_t* s, float* d, size_t n) {
 }
 
 #if defined(__x86_64__)
-// F16C needs AVX state enabled by the OS; checked through cpuid/xgetbv because not every compiler
-// knows "f16c" in __builtin_cpu_supports.
-bool has_f16c() {
-  unsigned a, b, c, d;
-  if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
-  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
-  if (!(osxsave && avx && f16c)) return false;
-  unsigned lo, hi;
-  __asm__("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-  return (lo & 6u) == 6u;  // XMM and YMM state saved
-}
+bool has_f16c() { return detail::cpu_has_avx_f16c(); }
 
 __attribute__((target("avx,f16c"))) void f16_to_f32_f16c(const uint16_t* s, float* d, size_t n) {
   size_t i = 0;

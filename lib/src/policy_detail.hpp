@@ -1,6 +1,7 @@
 // Internal helpers shared by the synthetic generator, scoring, error measurement and metrics:
 // row conversion to/from float and RoPE tables. Not installed; not part of the public API.
 #pragma once
+#include "cpu_features.hpp"
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -45,10 +46,7 @@ __attribute__((target("avx,f16c"))) inline void f32_row_to_f16(const float* in, 
     std::memcpy(p + 2 * size_t(i), &h, 2);
   }
 }
-inline bool have_f16c() noexcept {
-  static const bool ok = __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
-  return ok;
-}
+inline bool have_f16c() noexcept { return cpu_has_avx_f16c(); }
 #endif
 
 inline void load_row(const std::byte* p, DType t, int n, float* out) noexcept {

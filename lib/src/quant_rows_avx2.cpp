@@ -1,7 +1,7 @@
 // AVX2+F16C+FMA row kernels. Same operations as the reference, in the same order per element;
 // only the group reductions (max |x|, min, max) are vectorised, and those are exact and
 // order-independent (the reference canonicalises the sign of a zero min/max).
-#include <cpuid.h>
+#include "cpu_features.hpp"
 #include <immintrin.h>
 
 #include <algorithm>
@@ -245,7 +245,6 @@ SKV_AVX2 inline __m128i order_key(__m128i h) {
 SKV_AVX2 inline __m256i order_key(__m256i h) {
   return _mm256_xor_si256(h, _mm256_srli_epi16(_mm256_srai_epi16(h, 15), 1));
 }
-inline uint16_t key_bits(int16_t k) { return uint16_t(uint16_t(k) ^ (k < 0 ? 0x7fffu : 0u)); }
 
 // x * inv rounded and clamped to [lo, hi], as int32 lanes. For F16 sources |x * inv| stays far
 // below 2^31 (|x| <= 65504 and a nonzero FP16 scale is >= 2^-24 with |x| <= ~1024 * 15 * s
@@ -469,12 +468,7 @@ const RowKernels* row_kernels_avx2() noexcept {
                             f32_to_bf16_row, q8_h,
                             q4_h,            dq8_h,
                             dq4_h};
-  __builtin_cpu_init();
-  // clang's __builtin_cpu_supports does not know "f16c": read CPUID.1:ECX bit 29 directly.
-  unsigned a = 0, b = 0, c = 0, d = 0;
-  const bool f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
-  const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && f16c;
-  return ok ? &k : nullptr;
+  return cpu_has_avx2_fma_f16c() ? &k : nullptr;
 }
 
 }  // namespace skv::detail

@@ -66,6 +66,25 @@ struct Row {
   double enc_s = 0, dec_s = 0, enc_cpu_s = 0, dec_cpu_s = 0;
 };
 
+double median(std::vector<double> v);
+
+// Wall and CPU seconds of each timed run (warm-up excluded); a row gets their medians.
+struct RunTimes {
+  std::vector<double> enc_w, enc_c, dec_w, dec_c;
+  void add(double ew, double ec, double dw, double dc) {
+    enc_w.push_back(ew);
+    enc_c.push_back(ec);
+    dec_w.push_back(dw);
+    dec_c.push_back(dc);
+  }
+  void store(Row& row) const {
+    row.enc_s = median(enc_w);
+    row.enc_cpu_s = median(enc_c);
+    row.dec_s = median(dec_w);
+    row.dec_cpu_s = median(dec_c);
+  }
+};
+
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -222,7 +241,7 @@ Row bench_policy(const KvCache& c, const PlanArgs& pa, const std::string& label,
   FixedSink sink(capacity + 65536);
   DecodedLayer dl;  // reused by every decode: no per-layer allocation once warm
   const bool quality = has_queries(c);
-  std::vector<double> ew, ec, dw, dc;
+  RunTimes times;
   for (int run = 0; run <= runs; ++run) {  // run 0: warm-up, with quality metrics
     double enc_w = 0, enc_c = 0, dec_w = 0, dec_c = 0;
     QualitySum qs;
@@ -266,15 +285,9 @@ Row bench_policy(const KvCache& c, const PlanArgs& pa, const std::string& label,
       qs.store(row);
       continue;
     }
-    ew.push_back(enc_w);
-    ec.push_back(enc_c);
-    dw.push_back(dec_w);
-    dc.push_back(dec_c);
+    times.add(enc_w, enc_c, dec_w, dec_c);
   }
-  row.enc_s = median(ew);
-  row.enc_cpu_s = median(ec);
-  row.dec_s = median(dw);
-  row.dec_cpu_s = median(dc);
+  times.store(row);
   return row;
 }
 
@@ -289,7 +302,7 @@ Row bench_zstd(const KvCache& c, int level, int runs, int threads, Progress& pro
   ZstdCoder z(level, threads);
   const size_t n = size_t(s.kv_heads) * size_t(s.tokens) * size_t(s.head_dim) * 2;
   Buffer comp(ZstdCoder::bound(n)), plain(n), conv(s.dtype == DType::F32 ? n : 1);
-  std::vector<double> ew, ec, dw, dc;
+  RunTimes times;
   for (int run = 0; run <= runs; ++run) {
     double enc_w = 0, enc_c = 0, dec_w = 0, dec_c = 0;
     uint64_t bytes = 0;
@@ -323,15 +336,9 @@ Row bench_zstd(const KvCache& c, int level, int runs, int threads, Progress& pro
       row.bytes = bytes;
       continue;
     }
-    ew.push_back(enc_w);
-    ec.push_back(enc_c);
-    dw.push_back(dec_w);
-    dc.push_back(dec_c);
+    times.add(enc_w, enc_c, dec_w, dec_c);
   }
-  row.enc_s = median(ew);
-  row.enc_cpu_s = median(ec);
-  row.dec_s = median(dw);
-  row.dec_cpu_s = median(dc);
+  times.store(row);
   return row;
 }
 

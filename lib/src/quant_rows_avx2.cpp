@@ -150,22 +150,25 @@ SKV_AVX2 void dq8(const int8_t* q, int d, int g, const uint16_t* scales, const f
   }
 }
 
+// Eight INT4 elements k..k+7 of a row: unpack the nibbles, y = fmaf(q, s, m) (+ centre).
+SKV_AVX2 inline __m256 dq4_8(const uint8_t* packed, int k, __m256 s, __m256 m, const float* centre) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  int32_t b4;
+  std::memcpy(&b4, packed + k / 2, 4);
+  const __m128i b = _mm_cvtsi32_si128(b4);
+  const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+  const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e)), s, m);
+  return centre ? _mm256_add_ps(v, _mm256_loadu_ps(centre + k)) : v;
+}
+
 SKV_AVX2 void dq4(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
                   float* y) {
   if (g % 8) return row_kernels_ref().dq4(packed, d, g, params, centre, y);
-  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int i = 0, j = 0; i < d; i += g, j += 2) {
     const __m256 s = _mm256_set1_ps(from_f16(params[j]));
     const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
     for (int k = i; k < i + g; k += 8) {
-      int32_t b4;
-      std::memcpy(&b4, packed + k / 2, 4);
-      const __m128i b = _mm_cvtsi32_si128(b4);
-      const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, low4),
-                                          _mm_and_si128(_mm_srli_epi16(b, 4), low4));
-      __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e)), s, m);
-      if (centre) v = _mm256_add_ps(v, _mm256_loadu_ps(centre + k));
-      _mm256_storeu_ps(y + k, v);
+      _mm256_storeu_ps(y + k, dq4_8(packed, k, s, m, centre));
     }
   }
 }
@@ -413,19 +416,11 @@ template <bool BF> SKV_AVX2 void dq8_h_t(const int8_t* q, int d, int g, const ui
 
 template <bool BF> SKV_AVX2 void dq4_h_t(const uint8_t* packed, int d, int g, const uint16_t* params,
                                          const float* centre, uint16_t* y) {
-  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int i = 0, j = 0; i < d; i += g, j += 2) {
     const __m256 s = _mm256_set1_ps(from_f16(params[j]));
     const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
     for (int k = i; k < i + g; k += 8) {
-      int32_t b4;
-      std::memcpy(&b4, packed + k / 2, 4);
-      const __m128i b = _mm_cvtsi32_si128(b4);
-      const __m128i e = _mm_unpacklo_epi8(_mm_and_si128(b, low4),
-                                          _mm_and_si128(_mm_srli_epi16(b, 4), low4));
-      __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(e)), s, m);
-      if (centre) v = _mm256_add_ps(v, _mm256_loadu_ps(centre + k));
-      store8<BF>(y + k, v);
+      store8<BF>(y + k, dq4_8(packed, k, s, m, centre));
     }
   }
 }

@@ -67,6 +67,39 @@ inline double logit_penalty(double x) {
   return std::min(4.0, std::exp(2 * x) - 2 * std::exp(0.5 * x) + 1);
 }
 
+// Q(x) = P(N(0,1) > x): the chance a logit error of std sigma closes a gap of x * sigma.
+inline double gauss_tail(double gap, double var) {
+  if (!(var > 0)) return gap > 0 ? 0.0 : 0.5;
+  return 0.5 * std::erfc(gap / std::sqrt(2.0 * var));
+}
+
+// Adds the expected top-1 flips of (l, h)'s window queries to the K and DROP terms (see
+// skv/allocate.hpp). sig[t] = E[dlogit^2] of token t's key at INT8 / INT4; ok[t] = 0 marks tokens
+// with no terms (absent or non-finite), which are left alone.
+void add_top1_terms(const Scores& sc, int l, int h, double cost, const std::vector<std::array<float, 2>>& sig,
+                    const uint8_t* ok, std::array<float, 5>* out) {
+  const int R = sc.group_queries, K = sc.top_k;
+  const Scores::Top* base = &sc.top[(size_t(l) * sc.kv_heads + h) * size_t(R) * K];
+  for (int r = 0; r < R; ++r) {
+    const Scores::Top* top = base + size_t(r) * K;
+    const int a = top[0].token;
+    if (a < 0 || K < 2 || top[1].token < 0) continue;
+    const double gap1 = double(top[0].logit) - top[1].logit;
+    if (ok[a]) {
+      out[a][2] += float(cost * gauss_tail(gap1, sig[size_t(a)][0]));
+      out[a][3] += float(cost * gauss_tail(gap1, sig[size_t(a)][1]));
+      out[a][4] += float(cost);
+    }
+    for (int j = 1; j < K && top[j].token >= 0; ++j) {
+      const int t = top[j].token;
+      if (!ok[t]) continue;
+      const double gap = double(top[0].logit) - top[j].logit;
+      out[t][2] += float(cost * gauss_tail(gap, sig[size_t(t)][0]));
+      out[t][3] += float(cost * gauss_tail(gap, sig[size_t(t)][1]));
+    }
+  }
+}
+
 struct Setup {
   int L, H, T, D, g8, g4;
   KeyTransform tf;
@@ -215,13 +248,25 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       if (s.tf != KeyTransform::none) centre[i] = float(kbar[i] / n_unp);
       spread += k2[i] / n_unp - (kbar[i] / n_unp) * (kbar[i] / n_unp);
     }
+    std::vector<std::array<float, 2>> sig(sc.top.empty() ? 0 : size_t(T));  // E[dlogit^2] INT8, INT4
     std::vector<float> C = query_power(c, l, h);
     if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
       C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
+    // Second-moment weights when the scorer measured them (see Scores::quant_weight), floored at
+    // weight_floor of their mean so that tokens the window ignores still count; else the score.
+    const bool second = !sc.quant_weight.empty();
+    const size_t row0 = (size_t(l) * H + h) * T;
+    float floor_q = floor_w;
+    if (second) {
+      double mean = 0;
+      for (int t = 0; t < T; ++t) mean += sc.quant_weight[row0 + t];
+      floor_q = float(o.weight_floor * mean / T);
+    }
     for (int t = 0; t < T; ++t) {
       ok[t] = 0;
       if (!present(kl, t)) continue;
-      const float w = sc.at(l, h, t) + floor_w;
+      const float w = second ? sc.quant_weight[row0 + t] + floor_q : sc.at(l, h, t) + floor_w;
+      const float wd = second ? sc.drop_weight[row0 + t] + floor_q : w;
       const float* v = &V[size_t(t) * D];
       const float* kr = &K[size_t(t) * D];
       double vdev = 0;
@@ -238,8 +283,10 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
       const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
       out[t] = {float(w * v8), float(w * v4), float(w * vdev * logit_penalty(x8)),
-                float(w * vdev * logit_penalty(x4)), float(w * vdev)};
+                float(w * vdev * logit_penalty(x4)), float(wd * vdev)};
+      if (!sc.top.empty()) sig[size_t(t)] = {float(x8), float(x4)};
     }
+    if (!sc.top.empty() && o.top1_cost > 0) add_top1_terms(sc, l, h, o.top1_cost, sig, ok, out);
     std::lock_guard lock(spare_mutex);
     spare.push_back(std::move(rows));
   };

@@ -39,20 +39,43 @@ void pool_row(std::vector<float>& x, Pool pool, int kernel) {
 
 // Observation-window attention of one (layer, kv head), summed over the window and the group's
 // query heads: softmax(q K^T / sqrt(d)) with query i at position T - W + i seeing tokens <= it.
-void head_attention(const KvCache& c, int l, int h, std::vector<float>& acc) {
+// Also the second-moment weights of Scores::quant_weight / drop_weight.
+constexpr int kTopK = 16;  // candidates kept per query: enough for any gap a quantizer can close
+
+struct HeadAttention {
+  std::vector<float> share, quant, drop;  // [tokens] each
+  std::vector<Scores::Top> top;           // [G * W, kTopK]
+};
+
+void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
   const KvShape& s = c.shape;
   const int T = s.tokens, D = s.head_dim, W = s.window, G = s.q_heads / s.kv_heads;
   const TensorView& qv = *c.layers[size_t(l)].q;
   const size_t qes = dtype_size(qv.dtype);
-  std::vector<float> K(size_t(T) * D), Q(size_t(G) * W * D);
-  for (int t = 0; t < T; ++t) detail::load_row(c.row(l, false, h, t), s.dtype, D, &K[size_t(t) * D]);
+  std::vector<float> K(size_t(T) * D), V(size_t(T) * D), Q(size_t(G) * W * D);
+  double v2 = 0;  // mean |v|^2: the floor of |o|^2, so a near-zero output cannot dominate
+  for (int t = 0; t < T; ++t) {
+    detail::load_row(c.row(l, false, h, t), s.dtype, D, &K[size_t(t) * D]);
+    float* v = &V[size_t(t) * D];
+    detail::load_row(c.row(l, true, h, t), s.dtype, D, v);
+    for (int d = 0; d < D; ++d) {
+      if (!std::isfinite(v[d])) v[d] = 0;  // a non-finite value must not poison every output
+      v2 += double(v[d]) * v[d];
+    }
+  }
+  const double o2_floor = std::max(1e-2 * v2 / T, 1e-30);
   for (int g = 0; g < G; ++g)
     for (int i = 0; i < W; ++i)
       detail::load_row(qv.bytes.data() + (size_t(h * G + g) * W + i) * D * qes, qv.dtype, D,
                        &Q[(size_t(g) * W + i) * D]);
-  acc.assign(size_t(T), 0.0f);
+  out.share.assign(size_t(T), 0.0f);
+  out.quant.assign(size_t(T), 0.0f);
+  out.drop.assign(size_t(T), 0.0f);
+  out.top.assign(size_t(G) * W * kTopK, Scores::Top{});
+  std::vector<int> idx(static_cast<size_t>(T));
   const int rows = G * W, chunk = 64;
-  std::vector<float> S(size_t(std::min(rows, chunk)) * T);
+  std::vector<float> S(size_t(std::min(rows, chunk)) * T), O(size_t(std::min(rows, chunk)) * D);
+  std::vector<uint8_t> live(size_t(std::min(rows, chunk)));
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     const int m = std::min(chunk, rows - r0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, D, float(1.0 / std::sqrt(double(D))),
@@ -63,14 +86,46 @@ void head_attention(const KvCache& c, int l, int h, std::vector<float>& acc) {
       float* row = &S[size_t(r) * T];
       float mx = -INFINITY;
       for (int t = 0; t <= last; ++t) mx = std::max(mx, row[t]);
-      if (!std::isfinite(mx)) continue;  // non-finite queries or keys: no information
+      live[size_t(r)] = std::isfinite(mx);
+      if (!live[size_t(r)]) {  // non-finite queries or keys: no information
+        std::fill(row, row + T, 0.0f);
+        continue;
+      }
+      // The query's top candidates by logit (ties: earlier token first, as the metric's argmax).
+      const int n = std::min(kTopK, last + 1);
+      std::iota(idx.begin(), idx.begin() + last + 1, 0);
+      auto key = [row](int a) { return std::isnan(row[a]) ? -INFINITY : row[a]; };
+      auto before = [&key](int a, int b) { return key(a) > key(b) || (key(a) == key(b) && a < b); };
+      std::partial_sort(idx.begin(), idx.begin() + n, idx.begin() + last + 1, before);
+      Scores::Top* top = &out.top[size_t(r0 + r) * kTopK];
+      for (int j = 0; j < n; ++j) top[j] = {idx[size_t(j)], row[idx[size_t(j)]]};
       double sum = 0;
       for (int t = 0; t <= last; ++t) {
         row[t] = std::exp(row[t] - mx);
         sum += row[t];
       }
       const float inv = float(1.0 / sum);
-      for (int t = 0; t <= last; ++t) acc[size_t(t)] += row[t] * inv;
+      for (int t = 0; t <= last; ++t) row[t] *= inv;
+      std::fill(row + last + 1, row + T, 0.0f);
+    }
+    // o_r = p_r V for the chunk's queries.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, T, 1.0f, S.data(), T, V.data(), D, 0.0f,
+                O.data(), D);
+    for (int r = 0; r < m; ++r) {
+      if (!live[size_t(r)]) continue;
+      const int last = T - W + (r0 + r) % W;
+      double o2 = 0;
+      for (int d = 0; d < D; ++d) o2 += double(O[size_t(r) * D + d]) * O[size_t(r) * D + d];
+      const double inv_o2 = 1.0 / std::max(o2, o2_floor);
+      const float* row = &S[size_t(r) * T];
+      for (int t = 0; t <= last; ++t) {
+        const double p = row[t];
+        out.share[size_t(t)] += row[t];
+        const double q = p * p * inv_o2;
+        out.quant[size_t(t)] += float(q);
+        const double keep = 1.0 - std::min(p, 0.9);  // beyond 0.9 the token *is* the output
+        out.drop[size_t(t)] += float(q / (keep * keep));
+      }
     }
   }
 }
@@ -133,13 +188,27 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
   if (use == Scorer::attention || use == Scorer::keynorm) {
     out.head.assign(size_t(L) * H * T, 0.0f);
     out.kv_heads = H;
+    if (use == Scorer::attention) {
+      out.quant_weight.assign(out.head.size(), 0.0f);
+      out.drop_weight.assign(out.head.size(), 0.0f);
+      out.top_k = kTopK;
+      out.group_queries = s.q_heads / H * s.window;
+      out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
+    }
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {
       const size_t task = size_t(l) * H + h;
       std::vector<float> acc;
       if (use == Scorer::attention) {
-        head_attention(c, l, h, acc);
-        pool_row(acc, o.pool, o.pool_kernel);
+        HeadAttention a;
+        head_attention(c, l, h, a);
+        pool_row(a.share, o.pool, o.pool_kernel);
+        pool_row(a.quant, o.pool, o.pool_kernel);
+        pool_row(a.drop, o.pool, o.pool_kernel);
+        std::copy(a.quant.begin(), a.quant.end(), out.quant_weight.begin() + ptrdiff_t(task * T));
+        std::copy(a.drop.begin(), a.drop.end(), out.drop_weight.begin() + ptrdiff_t(task * T));
+        std::copy(a.top.begin(), a.top.end(), out.top.begin() + ptrdiff_t(task * a.top.size()));
+        acc = std::move(a.share);
       } else {
         keynorm_head(c, l, h, o.sinks, acc);
       }

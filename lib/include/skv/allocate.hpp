@@ -80,6 +80,11 @@ struct ErrorOptions {
   // error into logit error.
   double logit_spread = 2.0;
   double weight_floor = 0.1;  // every token weighs at least this share of the uniform weight
+  // With the scorer's top candidates (Scores::top): the cost of one window query's most attended
+  // token changing, in the units of the attention-only terms (squared relative output error).
+  // Induction and retrieval heads copy whatever they attend most, so a flipped argmax is an
+  // error the output norm alone understates. 0 disables the term.
+  double top1_cost = 1.0;
   int threads = 0;
   // Called, on the calling thread, once the measurement has finished reading layer L (layers are
   // read a few at a time, at most `threads`); the caller may drop the layer's pages.
@@ -93,6 +98,11 @@ struct ErrorOptions {
 //            C_c = mean square of query channel c (or an isotropic estimate without queries),
 //            g(x) = min(exp(2x) - 2 exp(x/2) + 1, 4): E|exp(dlogit) - 1|^2, capped at 4 drops
 //   DROP:    w * |v - vbar|^2   (the token's attention share times its value's deviation)
+// With the second-moment weights (Scores::quant_weight, drop_weight) w is the token's
+// sum_r p_rt^2 / |o_r|^2 (drop: with p / (1 - p)), and with Scores::top each window query r whose
+// top-1 token a leads candidate j by a logit gap G adds top1_cost times the chance of a flip:
+// P = Q(G / sigma) to j's key tiers, sigma^2 = E[dlogit^2] of j at that tier, the same with
+// j's gap to a's key tiers (smallest gap), and 1 to a's DROP.
 // Masked tokens (layer mask 0) are forced to DROP; rows with non-finite values to FP16.
 Distortion measure_distortion(const KvCache& cache, const Scores& scores, const QuantSettings& quant,
                               const ErrorOptions& o = {});

@@ -2,6 +2,7 @@
 // normalised to sum 1 per row (a row is one layer, or the whole cache when shared), plus pinned
 // tokens that allocators must serve first.
 #pragma once
+#include <cstdint>
 #include <functional>
 #include <optional>
 #include <string>
@@ -46,6 +47,22 @@ struct Scores {
   std::vector<float> value;          // [rows, tokens], each row sums to 1
   std::vector<float> head;           // attention only: [layers, kv_heads, tokens], rows sum to 1
   int kv_heads = 0;                  // set when `head` is filled
+  // Attention only, [layers, kv_heads, tokens], pooled like `head` but not normalised: the weights
+  // the distortion allocator gives a token's squared error. A perturbation e of token t moves the
+  // output of query r by about p_rt * e, and the errors of different tokens add like independent
+  // noise, so the expected squared *relative* output error is sum_r p_rt^2 / |o_r|^2 per unit of
+  // squared token error (quant_weight). Dropping t renormalises the rest: p / (1 - p) instead of
+  // p (drop_weight). Linear attention shares (`head`) would overvalue the many faint tokens.
+  std::vector<float> quant_weight, drop_weight;
+  // Attention only: each window query's most attended tokens, for the allocator's top-1 term.
+  // [layers, kv_heads, group queries (q_heads / kv_heads * window), top_k], logits q.k / sqrt(d)
+  // in decreasing order; token -1 pads rows with fewer candidates (or none: non-finite query).
+  struct Top {
+    int32_t token = -1;
+    float logit = 0;
+  };
+  std::vector<Top> top;
+  int top_k = 0, group_queries = 0;
   std::vector<uint8_t> pinned;       // [tokens], 1 = sink or recent
   Scorer used = Scorer::auto_;       // the scorer that actually ran
 

@@ -1,6 +1,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <numeric>
 #include <set>
 
@@ -123,4 +125,70 @@ TEST(Score, ExternalScoresAndErrors) {
   ScoreOptions even;
   even.pool_kernel = 4;
   EXPECT_EQ(code(even), Errc::invalid_argument);
+}
+
+// The allocator's second-moment weights and top candidates, against a direct double-precision
+// computation: p = softmax(q K^T / sqrt(d)) per window query, o = p V,
+// quant_weight[t] = sum p_t^2 / |o|^2, drop_weight[t] = sum p_t^2 / ((1 - min(p_t, 0.9))^2 |o|^2).
+TEST(Score, SecondMomentWeightsAndTopCandidates) {
+  SyntheticOptions o;
+  o.spec = "2x2x16:40";
+  o.window = 6;
+  o.group = 2;
+  o.dtype = DType::F32;
+  const SyntheticCache s = make_synthetic(o);
+  const KvCache& c = s.cache;
+  ScoreOptions so;
+  so.pool = Pool::none;
+  const Scores sc = score_tokens(c, so);
+  const int L = 2, H = 2, T = 40, D = 16, W = 6, G = 2;
+  ASSERT_EQ(sc.quant_weight.size(), size_t(L) * H * T);
+  ASSERT_EQ(sc.group_queries, G * W);
+  ASSERT_GE(sc.top_k, 2);
+  auto at = [](const std::byte* p, int i) {
+    float x;
+    std::memcpy(&x, p + size_t(i) * 4, 4);
+    return double(x);
+  };
+  for (int l = 0; l < L; ++l)
+    for (int h = 0; h < H; ++h) {
+      std::vector<double> wq(size_t(T), 0.0), wd(size_t(T), 0.0);
+      double v2 = 0;
+      for (int t = 0; t < T; ++t)
+        for (int d = 0; d < D; ++d) v2 += at(c.row(l, true, h, t), d) * at(c.row(l, true, h, t), d);
+      for (int g = 0; g < G; ++g)
+        for (int i = 0; i < W; ++i) {
+          const std::byte* q = c.layers[size_t(l)].q->bytes.data() + (size_t(h * G + g) * W + i) * D * 4;
+          const int last = T - W + i;
+          std::vector<double> z(size_t(last) + 1);
+          for (int t = 0; t <= last; ++t) {
+            double dot = 0;
+            for (int d = 0; d < D; ++d) dot += at(q, d) * at(c.row(l, false, h, t), d);
+            z[size_t(t)] = dot / std::sqrt(double(D));
+          }
+          const int a = int(std::max_element(z.begin(), z.end()) - z.begin());
+          const Scores::Top* top = &sc.top[((size_t(l) * H + h) * size_t(G * W) + size_t(g * W + i)) * size_t(sc.top_k)];
+          EXPECT_EQ(top[0].token, a);
+          for (int j = 1; j < sc.top_k; ++j) EXPECT_LE(top[j].logit, top[j - 1].logit);
+          const double mx = z[size_t(a)];
+          double sum = 0;
+          for (double& x : z) sum += (x = std::exp(x - mx));
+          std::vector<double> out(size_t(D), 0.0);
+          for (int t = 0; t <= last; ++t)
+            for (int d = 0; d < D; ++d) out[size_t(d)] += z[size_t(t)] / sum * at(c.row(l, true, h, t), d);
+          double o2 = 0;
+          for (double x : out) o2 += x * x;
+          o2 = std::max(o2, 1e-2 * v2 / T);
+          for (int t = 0; t <= last; ++t) {
+            const double p = z[size_t(t)] / sum, keep = 1 - std::min(p, 0.9);
+            wq[size_t(t)] += p * p / o2;
+            wd[size_t(t)] += p * p / o2 / (keep * keep);
+          }
+        }
+      for (int t = 0; t < T; ++t) {
+        const size_t e = (size_t(l) * H + h) * T + t;
+        EXPECT_NEAR(sc.quant_weight[e], wq[size_t(t)], 1e-4 * wq[size_t(t)] + 1e-9) << l << " " << h << " " << t;
+        EXPECT_NEAR(sc.drop_weight[e], wd[size_t(t)], 1e-4 * wd[size_t(t)] + 1e-9) << l << " " << h << " " << t;
+      }
+    }
 }

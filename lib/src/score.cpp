@@ -53,6 +53,12 @@ void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
   const TensorView& qv = *c.layers[size_t(l)].q;
   const size_t qes = dtype_size(qv.dtype);
   std::vector<float> K(size_t(T) * D), V(size_t(T) * D), Q(size_t(G) * W * D);
+  // Tokens a source mask marks absent take no part in the softmax (as in attention_metrics).
+  std::vector<uint8_t> absent(size_t(T), 0);
+  if (const auto& mask = c.layers[size_t(l)].mask) {
+    const size_t es = dtype_size(mask->dtype);
+    for (int t = 0; t < T; ++t) absent[size_t(t)] = mask->bytes[size_t(t) * es] == std::byte{0};
+  }
   double v2 = 0;  // mean |v|^2: the floor of |o|^2, so a near-zero output cannot dominate
   for (int t = 0; t < T; ++t) {
     detail::load_row(c.row(l, false, h, t), s.dtype, D, &K[size_t(t) * D]);
@@ -85,7 +91,10 @@ void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
       const int last = T - W + i;  // causal: sees tokens 0..last
       float* row = &S[size_t(r) * T];
       float mx = -INFINITY;
-      for (int t = 0; t <= last; ++t) mx = std::max(mx, row[t]);
+      for (int t = 0; t <= last; ++t) {
+        if (absent[size_t(t)] || std::isnan(row[t])) row[t] = -INFINITY;  // a NaN key: no weight
+        mx = std::max(mx, row[t]);
+      }
       live[size_t(r)] = std::isfinite(mx);
       if (!live[size_t(r)]) {  // non-finite queries or keys: no information
         std::fill(row, row + T, 0.0f);
@@ -94,11 +103,10 @@ void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
       // The query's top candidates by logit (ties: earlier token first, as the metric's argmax).
       const int n = std::min(kTopK, last + 1);
       std::iota(idx.begin(), idx.begin() + last + 1, 0);
-      auto key = [row](int a) { return std::isnan(row[a]) ? -INFINITY : row[a]; };
-      auto before = [&key](int a, int b) { return key(a) > key(b) || (key(a) == key(b) && a < b); };
+      auto before = [row](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
       std::partial_sort(idx.begin(), idx.begin() + n, idx.begin() + last + 1, before);
       Scores::Top* top = &out.top[size_t(r0 + r) * kTopK];
-      for (int j = 0; j < n; ++j) top[j] = {idx[size_t(j)], row[idx[size_t(j)]]};
+      for (int j = 0; j < n && std::isfinite(row[idx[size_t(j)]]); ++j) top[j] = {idx[size_t(j)], row[idx[size_t(j)]]};
       double sum = 0;
       for (int t = 0; t <= last; ++t) {
         row[t] = std::exp(row[t] - mx);

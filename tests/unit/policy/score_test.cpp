@@ -137,11 +137,16 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
   o.group = 2;
   o.dtype = DType::F32;
   const SyntheticCache s = make_synthetic(o);
-  const KvCache& c = s.cache;
+  const int L = 2, H = 2, T = 40, D = 16, W = 6, G = 2;
+  // Layer 1's source mask marks a few tokens absent, the sink 0 among them: they take no part.
+  KvCache c = s.cache;
+  std::vector<std::byte> mask(size_t(T), std::byte{1});
+  for (int t : {0, 7, 8, 30}) mask[size_t(t)] = std::byte{0};
+  c.layers[1].mask = TensorView{DType::U8, {T}, std::span<const std::byte>(mask)};
+  auto present = [&](int l, int t) { return l == 0 || mask[size_t(t)] != std::byte{0}; };
   ScoreOptions so;
   so.pool = Pool::none;
   const Scores sc = score_tokens(c, so);
-  const int L = 2, H = 2, T = 40, D = 16, W = 6, G = 2;
   ASSERT_EQ(sc.quant_weight.size(), size_t(L) * H * T);
   ASSERT_EQ(sc.group_queries, G * W);
   ASSERT_GE(sc.top_k, 2);
@@ -160,8 +165,9 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
         for (int i = 0; i < W; ++i) {
           const std::byte* q = c.layers[size_t(l)].q->bytes.data() + (size_t(h * G + g) * W + i) * D * 4;
           const int last = T - W + i;
-          std::vector<double> z(size_t(last) + 1);
+          std::vector<double> z(size_t(last) + 1, -INFINITY);
           for (int t = 0; t <= last; ++t) {
+            if (!present(l, t)) continue;
             double dot = 0;
             for (int d = 0; d < D; ++d) dot += at(q, d) * at(c.row(l, false, h, t), d);
             z[size_t(t)] = dot / std::sqrt(double(D));
@@ -169,7 +175,12 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
           const int a = int(std::max_element(z.begin(), z.end()) - z.begin());
           const Scores::Top* top = &sc.top[((size_t(l) * H + h) * size_t(G * W) + size_t(g * W + i)) * size_t(sc.top_k)];
           EXPECT_EQ(top[0].token, a);
-          for (int j = 1; j < sc.top_k; ++j) EXPECT_LE(top[j].logit, top[j - 1].logit);
+          for (int j = 1; j < sc.top_k; ++j) {
+            EXPECT_LE(top[j].logit, top[j - 1].logit);
+            if (top[j].token >= 0) {
+              EXPECT_TRUE(present(l, top[j].token));
+            }
+          }
           const double mx = z[size_t(a)];
           double sum = 0;
           for (double& x : z) sum += (x = std::exp(x - mx));
@@ -187,6 +198,9 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
         }
       for (int t = 0; t < T; ++t) {
         const size_t e = (size_t(l) * H + h) * T + t;
+        if (!present(l, t)) {
+          EXPECT_EQ(sc.head[e], 0.0f);
+        }
         EXPECT_NEAR(sc.quant_weight[e], wq[size_t(t)], 1e-4 * wq[size_t(t)] + 1e-9) << l << " " << h << " " << t;
         EXPECT_NEAR(sc.drop_weight[e], wd[size_t(t)], 1e-4 * wd[size_t(t)] + 1e-9) << l << " " << h << " " << t;
       }

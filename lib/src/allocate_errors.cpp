@@ -253,15 +253,12 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
     if (C.empty())  // isotropic queries whose logits spread by logit_spread over tokens
       C.assign(static_cast<size_t>(D), float(o.logit_spread * o.logit_spread / std::max(spread, 1e-20)));
     // Second-moment weights when the scorer measured them (see Scores::quant_weight), floored at
-    // weight_floor of their mean so that tokens the window ignores still count; else the score.
+    // second_moment_floor of a uniformly attended token's, so that tokens the window ignores
+    // still count; else the score.
     const bool second = !sc.quant_weight.empty();
     const size_t row0 = (size_t(l) * H + h) * T;
-    float floor_q = floor_w;
-    if (second) {
-      double mean = 0;
-      for (int t = 0; t < T; ++t) mean += sc.quant_weight[row0 + t];
-      floor_q = float(o.weight_floor * mean / T);
-    }
+    const float floor_q =
+        second ? float(o.second_moment_floor * sc.uniform_weight[size_t(l) * H + h]) : floor_w;
     for (int t = 0; t < T; ++t) {
       ok[t] = 0;
       if (!present(kl, t)) continue;

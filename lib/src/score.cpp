@@ -45,6 +45,7 @@ constexpr int kTopK = 16;  // candidates kept per query: enough for any gap a qu
 struct HeadAttention {
   std::vector<float> share, quant, drop;  // [tokens] each
   std::vector<Scores::Top> top;           // [G * W, kTopK]
+  double uniform = 0;                     // Scores::uniform_weight of the head
 };
 
 void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
@@ -126,6 +127,9 @@ void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
       for (int d = 0; d < D; ++d) o2 += double(O[size_t(r) * D + d]) * O[size_t(r) * D + d];
       const double inv_o2 = 1.0 / std::max(o2, o2_floor);
       const float* row = &S[size_t(r) * T];
+      int seen = 0;
+      for (int t = 0; t <= last; ++t) seen += !absent[size_t(t)];
+      out.uniform += inv_o2 / (double(seen) * seen);
       for (int t = 0; t <= last; ++t) {
         const double p = row[t];
         out.share[size_t(t)] += row[t];
@@ -199,6 +203,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
     if (use == Scorer::attention) {
       out.quant_weight.assign(out.head.size(), 0.0f);
       out.drop_weight.assign(out.head.size(), 0.0f);
+      out.uniform_weight.assign(size_t(L) * H, 0.0f);
       out.top_k = kTopK;
       out.group_queries = s.q_heads / H * s.window;
       out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
@@ -216,6 +221,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
         std::copy(a.quant.begin(), a.quant.end(), out.quant_weight.begin() + ptrdiff_t(task * T));
         std::copy(a.drop.begin(), a.drop.end(), out.drop_weight.begin() + ptrdiff_t(task * T));
         std::copy(a.top.begin(), a.top.end(), out.top.begin() + ptrdiff_t(task * a.top.size()));
+        out.uniform_weight[task] = float(a.uniform);
         acc = std::move(a.share);
       } else {
         keynorm_head(c, l, h, o.sinks, acc);

@@ -54,6 +54,10 @@ struct Scores {
   // squared token error (quant_weight). Dropping t renormalises the rest: p / (1 - p) instead of
   // p (drop_weight). Linear attention shares (`head`) would overvalue the many faint tokens.
   std::vector<float> quant_weight, drop_weight;
+  // Attention only, [layers, kv_heads]: the quant_weight every token would have if each window
+  // query attended uniformly to the tokens it sees (sum_r 1 / (n_r^2 |o_r|^2)); the reference
+  // for ErrorOptions::weight_floor.
+  std::vector<float> uniform_weight;
   // Attention only: each window query's most attended tokens, for the allocator's top-1 term.
   // [layers, kv_heads, group queries (q_heads / kv_heads * window), top_k], logits q.k / sqrt(d)
   // in decreasing order; token -1 pads rows with fewer candidates (or none: non-finite query).

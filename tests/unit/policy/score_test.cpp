@@ -158,6 +158,7 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
   for (int l = 0; l < L; ++l)
     for (int h = 0; h < H; ++h) {
       std::vector<double> wq(size_t(T), 0.0), wd(size_t(T), 0.0);
+      double uniform = 0;
       double v2 = 0;
       for (int t = 0; t < T; ++t)
         for (int d = 0; d < D; ++d) v2 += at(c.row(l, true, h, t), d) * at(c.row(l, true, h, t), d);
@@ -190,12 +191,16 @@ TEST(Score, SecondMomentWeightsAndTopCandidates) {
           double o2 = 0;
           for (double x : out) o2 += x * x;
           o2 = std::max(o2, 1e-2 * v2 / T);
+          int seen = 0;
+          for (int t = 0; t <= last; ++t) seen += present(l, t);
+          uniform += 1.0 / (double(seen) * seen * o2);
           for (int t = 0; t <= last; ++t) {
             const double p = z[size_t(t)] / sum, keep = 1 - std::min(p, 0.9);
             wq[size_t(t)] += p * p / o2;
             wd[size_t(t)] += p * p / o2 / (keep * keep);
           }
         }
+      EXPECT_NEAR(sc.uniform_weight[size_t(l) * H + h], uniform, 1e-4 * uniform);
       for (int t = 0; t < T; ++t) {
         const size_t e = (size_t(l) * H + h) * T + t;
         if (!present(l, t)) {

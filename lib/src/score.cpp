@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
+#include <mutex>
 #include <numeric>
 
 #include "layer_walk.hpp"
@@ -42,20 +44,52 @@ void pool_row(std::vector<float>& x, Pool pool, int kernel) {
 // Also the second-moment weights of Scores::quant_weight / drop_weight.
 constexpr int kTopK = 16;  // candidates kept per query: enough for any gap a quantizer can close
 
+// Work buffers of one head, reused across heads: fresh ones cost a page fault per 4 KiB, which
+// at 32 k tokens is more than the arithmetic.
+struct Scratch {
+  std::vector<float> K, V, Q, S, O;
+  std::vector<uint8_t> absent, live;
+  std::vector<int> idx;
+};
+
+// Hands each task a Scratch; at most one per thread is ever created.
+class ScratchPool {
+ public:
+  std::unique_ptr<Scratch> take() {
+    std::lock_guard lock(mutex_);
+    if (spare_.empty()) return std::make_unique<Scratch>();
+    std::unique_ptr<Scratch> s = std::move(spare_.back());
+    spare_.pop_back();
+    return s;
+  }
+  void give(std::unique_ptr<Scratch> s) {
+    std::lock_guard lock(mutex_);
+    spare_.push_back(std::move(s));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<Scratch>> spare_;
+};
+
 struct HeadAttention {
   std::vector<float> share, quant, drop;  // [tokens] each
   std::vector<Scores::Top> top;           // [G * W, kTopK]
   double uniform = 0;                     // Scores::uniform_weight of the head
 };
 
-void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
+void head_attention(const KvCache& c, int l, int h, Scratch& sc, HeadAttention& out) {
   const KvShape& s = c.shape;
   const int T = s.tokens, D = s.head_dim, W = s.window, G = s.q_heads / s.kv_heads;
   const TensorView& qv = *c.layers[size_t(l)].q;
   const size_t qes = dtype_size(qv.dtype);
-  std::vector<float> K(size_t(T) * D), V(size_t(T) * D), Q(size_t(G) * W * D);
+  std::vector<float>&K = sc.K, &V = sc.V, &Q = sc.Q;
+  K.resize(size_t(T) * D);
+  V.resize(size_t(T) * D);
+  Q.resize(size_t(G) * W * D);
   // Tokens a source mask marks absent take no part in the softmax (as in attention_metrics).
-  std::vector<uint8_t> absent(size_t(T), 0);
+  std::vector<uint8_t>& absent = sc.absent;
+  absent.assign(size_t(T), 0);
   if (const auto& mask = c.layers[size_t(l)].mask) {
     const size_t es = dtype_size(mask->dtype);
     for (int t = 0; t < T; ++t) absent[size_t(t)] = mask->bytes[size_t(t) * es] == std::byte{0};
@@ -79,10 +113,14 @@ void head_attention(const KvCache& c, int l, int h, HeadAttention& out) {
   out.quant.assign(size_t(T), 0.0f);
   out.drop.assign(size_t(T), 0.0f);
   out.top.assign(size_t(G) * W * kTopK, Scores::Top{});
-  std::vector<int> idx(static_cast<size_t>(T));
+  std::vector<int>& idx = sc.idx;
+  idx.resize(size_t(T));
   const int rows = G * W, chunk = 64;
-  std::vector<float> S(size_t(std::min(rows, chunk)) * T), O(size_t(std::min(rows, chunk)) * D);
-  std::vector<uint8_t> live(size_t(std::min(rows, chunk)));
+  std::vector<float>&S = sc.S, &O = sc.O;
+  S.resize(size_t(std::min(rows, chunk)) * T);
+  O.resize(size_t(std::min(rows, chunk)) * D);
+  std::vector<uint8_t>& live = sc.live;
+  live.resize(size_t(std::min(rows, chunk)));
   for (int r0 = 0; r0 < rows; r0 += chunk) {
     const int m = std::min(chunk, rows - r0);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, D, float(1.0 / std::sqrt(double(D))),
@@ -208,13 +246,16 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       out.group_queries = s.q_heads / H * s.window;
       out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
     }
+    ScratchPool pool;
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {
       const size_t task = size_t(l) * H + h;
       std::vector<float> acc;
       if (use == Scorer::attention) {
         HeadAttention a;
-        head_attention(c, l, h, a);
+        std::unique_ptr<Scratch> scratch = pool.take();
+        head_attention(c, l, h, *scratch, a);
+        pool.give(std::move(scratch));
         pool_row(a.share, o.pool, o.pool_kernel);
         pool_row(a.quant, o.pool, o.pool_kernel);
         pool_row(a.drop, o.pool, o.pool_kernel);

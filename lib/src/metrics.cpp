@@ -6,6 +6,7 @@
 #include <cmath>
 #include <mutex>
 
+#include "blas_threads.hpp"
 #include "policy_detail.hpp"
 #include "skv/error.hpp"
 #include "skv/parallel.hpp"
@@ -64,6 +65,7 @@ AttentionMetrics attention_metrics(const KvCache& a, const KvCache& b, int threa
   const bool needle = a.meta.needle_start && a.meta.needle_len;
   const int64_t n0 = needle ? *a.meta.needle_start : 0, n1 = needle ? n0 + *a.meta.needle_len : 0;
   std::vector<HeadStats> stats(size_t(L) * H);
+  const detail::SingleThreadedBlas one_blas_thread;
   parallel_for(L * H, threads, [&](int task) {
     const int l = task / H, h = task % H;
     std::vector<float> K0, V0, K1, V1;

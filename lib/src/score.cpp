@@ -8,6 +8,7 @@
 #include <mutex>
 #include <numeric>
 
+#include "blas_threads.hpp"
 #include "layer_walk.hpp"
 #include "policy_detail.hpp"
 #include "skv/error.hpp"
@@ -247,6 +248,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
     }
     ScratchPool pool;
+    const detail::SingleThreadedBlas one_blas_thread;
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {
       const size_t task = size_t(l) * H + h;

@@ -9,6 +9,7 @@
 
 #include "container_format.hpp"
 #include "container_section.hpp"
+#include "hash.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -260,7 +261,7 @@ struct LayerEncoder {
       put_u32(h + 4, kFlagRequired);
       put_u64(h + 8, j.payload);
       put_u64(h + 16, uint64_t(j.l));
-      put_u64(h + 48, XXH3_64bits(p, size_t(align64(end))));
+      put_u64(h + 48, detail::xxh3_64(p, size_t(align64(end))));
       fill_header_hash(h);
       return;
     }
@@ -335,34 +336,50 @@ struct LayerEncoder {
         continue;
       }
       const auto* src16 = reinterpret_cast<const uint16_t*>(src);
-      if (!fused) {
-        load_row(K, dt, src, D, x.data());
-        if (transform) {
-          if (rope) {
-            rope->angles(p0 + t, cs.data(), sn.data());
-            rope->undo(x.data(), cs.data(), sn.data());
-          }
-          for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
+      if (fused) {
+        // A run of tokens at this tier: consecutive rows of its stream, quantized in one call.
+        int t2 = t + 1;
+        while (t2 < g.T && map[t2] == uint8_t(tier)) ++t2;
+        const int rows = t2 - t;
+        const size_t stride = src_step / 2;
+        int bad;
+        if (tier == Tier::INT8) {
+          const uint64_t row = H * n[1] + r;
+          bad = K.q8_h_rows(src16, stride, rows, bf16, D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        } else {
+          const uint64_t row = H * n[2] + r;
+          bad = K.q4_h_rows(src16, stride, rows, bf16, D, g.g4, q4 + row * uint64_t(D / 2),
+                            p4 + row * uint64_t(2 * (D / g.g4)));
         }
+        if (bad >= 0) refuse(l, kv, h, t + bad, tier);
+        t = t2 - 1;
+        continue;
+      }
+      load_row(K, dt, src, D, x.data());
+      if (transform) {
+        if (rope) {
+          rope->angles(p0 + t, cs.data(), sn.data());
+          rope->undo(x.data(), cs.data(), sn.data());
+        }
+        for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
       }
       bool ok;
       if (tier == Tier::INT8) {
         const uint64_t row = H * n[1] + r;
-        int8_t* qd = q8 + row * uint64_t(D);
-        uint16_t* sd = s8 + row * uint64_t(D / g.g8);
-        ok = fused ? K.q8_h(src16, bf16, D, g.g8, qd, sd) : K.q8(x.data(), D, g.g8, qd, sd);
+        ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
       } else {
         const uint64_t row = H * n[2] + r;
-        uint8_t* qd = q4 + row * uint64_t(D / 2);
-        uint16_t* pd = p4 + row * uint64_t(2 * (D / g.g4));
-        ok = fused ? K.q4_h(src16, bf16, D, g.g4, qd, pd) : K.q4(x.data(), D, g.g4, qd, pd);
+        ok = K.q4(x.data(), D, g.g4, q4 + row * uint64_t(D / 2), p4 + row * uint64_t(2 * (D / g.g4)));
       }
-      if (!ok)
-        fail(Errc::format, c.source,
-             "layer " + std::to_string(l) + (kv ? " V" : " K") + " head " + std::to_string(h) +
-                 " token " + std::to_string(t) + ": a non-finite value (or one beyond FP16 range) "
-                 "cannot be stored at tier " + tier_name(tier) + "; use fp16 for it");
+      if (!ok) refuse(l, kv, h, t, tier);
     }
+  }
+
+  [[noreturn]] void refuse(int l, int kv, int h, int t, Tier tier) const {
+    fail(Errc::format, c.source,
+         "layer " + std::to_string(l) + (kv ? " V" : " K") + " head " + std::to_string(h) + " token " +
+             std::to_string(t) + ": a non-finite value (or one beyond FP16 range) cannot be stored at tier " +
+             tier_name(tier) + "; use fp16 for it");
   }
 };
 

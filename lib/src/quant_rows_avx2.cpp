@@ -523,12 +523,24 @@ template <bool BF> SKV_AVX2 void dq8_h_t(const int8_t* q, int d, int g, const ui
 
 template <bool BF> SKV_AVX2 void dq4_h_t(const uint8_t* packed, int d, int g, const uint16_t* params,
                                          const float* centre, uint16_t* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int i = 0, j = 0; i < d; i += g, j += 2) {
     const __m256 s = _mm256_set1_ps(from_f16(params[j]));
     const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
-    for (int k = i; k < i + g; k += 8) {
-      store8<BF>(y + k, dq4_8(packed, k, s, m, centre));
+    int k = i;
+    for (; k + 32 <= i + g; k += 32) {  // 16 bytes -> 32 elements: one load, one nibble split
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + k / 2));
+      const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+      const __m128i e[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+      for (int h = 0; h < 2; ++h)
+        for (int r = 0; r < 2; ++r) {
+          const int at = k + 16 * h + 8 * r;
+          const __m128i q = r ? _mm_srli_si128(e[h], 8) : e[h];
+          const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), s, m);
+          store8<BF>(y + at, centre ? _mm256_add_ps(v, _mm256_loadu_ps(centre + at)) : v);
+        }
     }
+    for (; k < i + g; k += 8) store8<BF>(y + k, dq4_8(packed, k, s, m, centre));
   }
 }
 

@@ -208,7 +208,9 @@ SKV_AVX2 void f32_to_f16_row(const float* s, int n, uint16_t* o) {
 // ---- Fused 16-bit forms. The group reductions run on the 16-bit patterns themselves: for
 // F16 and BF16 alike, |x| orders as (bits & 0x7fff) unsigned, and x orders as the signed key
 // bits ^ ((bits >> 15) & 0x7fff) (-0 sorts just below +0; the +0 below makes that moot), so
-// one horizontal reduction per group gives the exact extreme, converted to f32 once.
+// integer reductions give the exact extremes. The quantizers take 8 groups at a time (across
+// rows of a run when a row has fewer): one vector then holds the 8 extremes, and the scales
+// are computed once for all 8, one lane per group.
 
 template <bool BF> SKV_AVX2 inline __m256 load8(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -230,16 +232,6 @@ SKV_AVX2 inline __m128i load128(const uint16_t* p) {
 }
 SKV_AVX2 inline __m256i load256(const uint16_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-// Unsigned 16-bit max / signed min and max of 8 lanes (phminposuw does the work).
-SKV_AVX2 inline uint16_t hmax_u16(__m128i v) {
-  return uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-1)))));
-}
-SKV_AVX2 inline int16_t hmin_i16(__m128i v) {
-  return int16_t(uint16_t(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-0x8000))))) ^ 0x8000u);
-}
-SKV_AVX2 inline int16_t hmax_i16(__m128i v) {
-  return int16_t(uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(0x7fff))))) ^ 0x8000u);
 }
 // bits <-> order key (the map is its own inverse).
 SKV_AVX2 inline __m128i order_key(__m128i h) {

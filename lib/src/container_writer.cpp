@@ -504,7 +504,20 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     };
     start(jobs[0], 0);
     parallel_for(2 * g.H, opts.threads, [&](int task) { heads(jobs[0], task); });
-    for (int l = 0; l < g.L; ++l) {
+    const int threads = opts.threads > 0 ? opts.threads : default_threads();
+    const bool overlap = claims || threads > 1;
+    if (!overlap) {
+      // One thread writing out of scratch memory: nothing to overlap, so one set of buffers.
+      for (int l = 0; l < g.L; ++l) {
+        if (l > 0) {
+          start(jobs[0], l);
+          for (int task = 0; task < 2 * g.H; ++task) heads(jobs[0], task);
+        }
+        enc.seal(jobs[0], sink);
+        if (opts.layer_done) opts.layer_done(l);
+      }
+    }
+    for (int l = 0; l < g.L && overlap; ++l) {
       LayerJob& cur = jobs[l & 1];
       LayerJob* next = l + 1 < g.L ? &jobs[(l + 1) & 1] : nullptr;
       if (next) start(*next, l + 1);

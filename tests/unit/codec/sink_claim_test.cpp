@@ -43,6 +43,7 @@ Plan mixed_plan(int L, int T, uint64_t seed) {
 void expect_same(const KvCache& c, const Plan& p) {
   for (int threads : {1, 3}) {
     const std::vector<std::byte> want = encode_bytes(c, p, 1);
+    EXPECT_EQ(encode_bytes(c, p, threads), want) << "write() only, threads " << threads;
     EncodeOptions o;
     o.threads = threads;
     FixedSink fixed(want.size());

@@ -42,12 +42,18 @@ Plan slice_plan(const Plan& plan, int first, int count) {
   return p;
 }
 
-void FixedSink::write(const void* src, size_t n) {
+std::byte* FixedSink::claim(size_t n) {
   if (n > buf_.size() - used_)
     fail(Errc::invalid_argument, "fixed sink",
          "write of " + std::to_string(n) + " bytes past its capacity of " + std::to_string(buf_.size()));
-  if (n) std::memcpy(buf_.data() + used_, src, n);
+  std::byte* p = buf_.data() + used_;
   used_ += n;
+  return p;
+}
+
+void FixedSink::write(const void* src, size_t n) {
+  std::byte* p = claim(n);
+  if (n) std::memcpy(p, src, n);
 }
 
 }  // namespace skv

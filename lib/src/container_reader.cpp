@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "container_format.hpp"
+#include "hash.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -52,6 +53,8 @@ struct ContainerReader::Impl {
   std::vector<uint8_t> payload_buf;
   const uint8_t* payload = nullptr;  // the current section's payload: payload_buf or span_in
   SpanSource* span_in = nullptr;     // in-memory input: payloads are used where they lie
+  // In-memory input: the next layer's payload hash, computed while this layer decodes.
+  struct Prehash { const uint8_t* p = nullptr; uint64_t len = 0, hash = 0; } prehash;
   std::vector<uint8_t> unpacked[kStreams];
   const uint8_t* stream[kStreams] = {};
   uint64_t n[2][kNumTiers]{};
@@ -127,11 +130,27 @@ struct ContainerReader::Impl {
       read_exact(payload_buf.data(), padded, ("section " + tag_str(s.tag)).c_str());
       payload = payload_buf.data();
     }
-    if (XXH3_64bits(payload, size_t(padded)) != s.payload_hash) {
+    const bool pre = payload == prehash.p && padded == prehash.len;
+    if ((pre ? prehash.hash : detail::xxh3_64(payload, size_t(padded))) != s.payload_hash) {
       std::string what = "section " + tag_str(s.tag);
       if (s.tag == kTagLayr) what += " (layer " + std::to_string(s.number) + ")";
       bad(Errc::checksum, what + ": payload checksum mismatch");
     }
+  }
+
+  // In-memory input: hashes the payload of the layer section that follows (when it is one and
+  // lies whole in the input), for read_payload() to compare once it gets there. Throws nothing:
+  // whatever is wrong there is found and reported when that section is read.
+  void hash_ahead() {
+    prehash = {};
+    if (!span_in || span_in->pos > span_in->bytes.size()) return;
+    const size_t left = span_in->bytes.size() - span_in->pos;
+    if (left < kHeaderSize) return;
+    const auto* h = reinterpret_cast<const uint8_t*>(span_in->bytes.data() + span_in->pos);
+    const uint64_t size = get_u64(h + 8);
+    if (get_u32(h) != kTagLayr || size > max_layer_payload || align64(size) > left - kHeaderSize) return;
+    const uint8_t* p = h + kHeaderSize;
+    prehash = {p, align64(size), detail::xxh3_64(p, size_t(align64(size)))};
   }
 
   // Unknown section: optional ones are verified and skipped, required ones refused.
@@ -482,9 +501,11 @@ struct ContainerReader::Impl {
     }
     out.q.reset();
     out.mask.reset();
-    parallel_for(2 * H, threads, [&](int task) {
-      const int kv = task / H;
-      decode_head(kv, task % H, kv ? out.v : out.k);
+    // Task 0 hashes the next layer's payload (in-memory input) while this one decodes.
+    parallel_for(1 + 2 * H, threads, [&](int task) {
+      if (task == 0) return hash_ahead();
+      const int kv = (task - 1) / H;
+      decode_head(kv, (task - 1) % H, kv ? out.v : out.k);
     });
     if (info.has_drops) {
       out.mask = Tensor(DType::U8, Shape{int64_t(T)});

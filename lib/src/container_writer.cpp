@@ -9,6 +9,7 @@
 
 #include "container_format.hpp"
 #include "container_section.hpp"
+#include "hash.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -109,74 +110,44 @@ void load_row(const detail::RowKernels& K, DType dt, const std::byte* src, int d
   else std::memcpy(x, src, size_t(d) * 4);
 }
 
-struct LayerEncoder {
-  const KvCache& c;
-  const Plan& plan;
-  const Geometry& g;
-  const detail::RopeTable* rope;
-  std::vector<uint8_t> streams[kStreams];
+// Growable uninitialised memory: the quantizer writes every stream byte, so zero-filling fresh
+// memory would only be one more pass over it.
+struct Scratch {
+  Buffer buf;
+  uint8_t* get(uint64_t n) {
+    if (n > buf.size()) buf = Buffer(size_t(n));
+    return reinterpret_cast<uint8_t*>(buf.data());
+  }
+};
+
+// Writes into memory claimed from the sink (when that memory is too poorly aligned to
+// quantize into in place).
+struct SpanWriter final : ByteSink {
+  uint8_t* p;
+  explicit SpanWriter(uint8_t* at) : p(at) {}
+  void write(const void* src, size_t n) override {
+    std::memcpy(p, src, n);
+    p += n;
+  }
+};
+
+// One layer in flight: its tier counts and ranks, where its streams are built, and (for a sink
+// that hands out memory) the claimed section they are built in.
+struct LayerJob {
+  int l = -1;
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
-  std::span<const std::byte> direct[2];  // see prepare()
+  uint64_t size[kStreams]{};  // raw bytes of each stream
+  uint64_t off[kStreams]{};   // offsets in the payload, uncompressed
+  uint64_t payload = 0;       // payload bytes before the final padding, uncompressed
+  uint8_t* dst[kStreams]{};   // where each stream is built (null: not built here)
+  std::span<const std::byte> direct[2];   // see LayerEncoder::plan_layer()
   const LayerStreamViews* external = nullptr;  // streams given by EncodeOptions::layer_streams
+  uint8_t* section = nullptr;  // claimed: header + padded payload in the sink's memory
+  bool in_place = false;       // streams are built inside `section`
+  Scratch scratch[kStreams];
 
-  // Tier maps and per-tier counts only (all an external encoder's streams are checked against).
-  void count(int l) {
-    for (int kv = 0; kv < 2; ++kv) {
-      std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
-      std::vector<uint8_t>& map = streams[kv ? kVMap : kKMap];
-      map.resize(size_t(g.T));
-      for (int t = 0; t < g.T; ++t) {
-        const Tier tier = kv ? plan.v(l, t) : plan.k(l, t);
-        map[size_t(t)] = uint8_t(tier);
-        ++n[kv][size_t(tier)];
-      }
-    }
-  }
-
-  // Takes layer l's streams from an external encoder, after checking them against the plan.
-  void use_external(int l, const LayerStreamViews& views) {
-    count(l);
-    for (int s = 0; s < kStreams; ++s) {
-      const uint64_t want = stream_size(g, s, n);
-      if (views[size_t(s)].size() != want)
-        fail(Errc::invalid_argument, c.source,
-             "layer " + std::to_string(l) + " stream " + std::to_string(s) + ": the external encoder gave " +
-                 std::to_string(views[size_t(s)].size()) + " bytes, the plan implies " + std::to_string(want));
-    }
-    for (int s : {int(kKMap), int(kVMap)})
-      if (std::memcmp(views[size_t(s)].data(), streams[s].data(), size_t(g.T)) != 0)
-        fail(Errc::invalid_argument, c.source,
-             "layer " + std::to_string(l) + ": the external encoder's tier map differs from the plan");
-    direct[0] = direct[1] = {};
-    external = &views;
-  }
-
-  void prepare(int l) {
-    external = nullptr;
-    for (int kv = 0; kv < 2; ++kv) {
-      std::fill(std::begin(n[kv]), std::end(n[kv]), 0);
-      rank[kv].resize(size_t(g.T));
-      std::vector<uint8_t>& map = streams[kv ? kVMap : kKMap];
-      map.resize(size_t(g.T));
-      for (int t = 0; t < g.T; ++t) {
-        const Tier tier = kv ? plan.v(l, t) : plan.k(l, t);
-        map[size_t(t)] = uint8_t(tier);
-        rank[kv][size_t(t)] = uint32_t(n[kv][size_t(tier)]++);
-      }
-    }
-    // A layer whose K (or V) is all FP16, from 16-bit HTD rows, has an FP16 stream that is the
-    // source tensor byte for byte: it is written from there, not copied.
-    for (int kv = 0; kv < 2; ++kv) {
-      const KvLayer& L = c.layers[size_t(l)];
-      direct[kv] = n[kv][0] == uint64_t(g.T) && c.layout == Layout::HTD && c.shape.dtype != DType::F32
-                       ? (kv ? L.v.bytes : L.k.bytes)
-                       : std::span<const std::byte>();
-    }
-    for (int s = 2; s < kStreams; ++s)
-      streams[s].resize(is_direct(s) ? 0 : size_t(stream_size(g, s, n)));
-  }
-
+  uint64_t section_bytes() const { return kHeaderSize + align64(payload); }
   bool is_direct(int s) const {
     return (s == int(kKBase) + int(kF16) && !direct[0].empty()) || (s == int(kVBase) + int(kF16) && !direct[1].empty());
   }
@@ -187,24 +158,141 @@ struct LayerEncoder {
       const std::span<const std::byte> d = direct[s == int(kVBase) + int(kF16) ? 1 : 0];
       return {reinterpret_cast<const uint8_t*>(d.data()), d.size()};
     }
-    return {streams[s].data(), streams[s].size()};
+    return {dst[s], size_t(size[s])};
+  }
+};
+
+struct LayerEncoder {
+  const KvCache& c;
+  const Plan& plan;
+  const Geometry& g;
+  const detail::RopeTable* rope;
+
+  // Tier counts, ranks within each tier and stream sizes of layer l.
+  void count(LayerJob& j, int l) const {
+    j.l = l;
+    j.external = nullptr;
+    j.section = nullptr;
+    j.in_place = false;
+    for (int kv = 0; kv < 2; ++kv) {
+      std::fill(std::begin(j.n[kv]), std::end(j.n[kv]), 0);
+      j.rank[kv].resize(size_t(g.T));
+      for (int t = 0; t < g.T; ++t) {
+        const Tier tier = kv ? plan.v(l, t) : plan.k(l, t);
+        j.rank[kv][size_t(t)] = uint32_t(j.n[kv][size_t(tier)]++);
+      }
+    }
+    uint64_t end = kDirSize;
+    for (int s = 0; s < kStreams; ++s) {
+      j.size[s] = stream_size(g, s, j.n);
+      j.off[s] = align64(end);
+      end = j.off[s] + j.size[s];
+    }
+    j.payload = end;
   }
 
-  // One (K or V, head) of layer l: fills that head's slice of every tier stream.
-  void encode_head(int l, int kv, int h) {
+  void write_maps(LayerJob& j) const {
+    for (int kv = 0; kv < 2; ++kv) {
+      uint8_t* map = j.dst[kv ? kVMap : kKMap];
+      for (int t = 0; t < g.T; ++t) map[t] = uint8_t(kv ? plan.v(j.l, t) : plan.k(j.l, t));
+    }
+  }
+
+  // Takes layer l's streams from an external encoder, after checking them against the plan.
+  void use_external(LayerJob& j, int l, const LayerStreamViews& views) const {
+    count(j, l);
+    for (int kv = 0; kv < 2; ++kv) j.dst[kv ? kVMap : kKMap] = j.scratch[kv ? kVMap : kKMap].get(uint64_t(g.T));
+    write_maps(j);
+    for (int s = 0; s < kStreams; ++s)
+      if (views[size_t(s)].size() != j.size[s])
+        fail(Errc::invalid_argument, c.source,
+             "layer " + std::to_string(l) + " stream " + std::to_string(s) + ": the external encoder gave " +
+                 std::to_string(views[size_t(s)].size()) + " bytes, the plan implies " + std::to_string(j.size[s]));
+    for (int s : {int(kKMap), int(kVMap)})
+      if (std::memcmp(views[size_t(s)].data(), j.dst[s], size_t(g.T)) != 0)
+        fail(Errc::invalid_argument, c.source,
+             "layer " + std::to_string(l) + ": the external encoder's tier map differs from the plan");
+    j.direct[0] = j.direct[1] = {};
+    j.external = &views;
+  }
+
+  // Sets layer l up to be quantized: in `claimed` (the section's memory in the sink, or null),
+  // else in the job's scratch buffers.
+  void plan_layer(LayerJob& j, int l, uint8_t* claimed) const {
+    count(j, l);
+    j.section = claimed;
+    j.in_place = claimed && reinterpret_cast<uintptr_t>(claimed) % 16 == 0;
+    // A layer whose K (or V) is all FP16, from 16-bit HTD rows, has an FP16 stream that is the
+    // source tensor byte for byte: unless built in place, it is written from there, not copied.
+    for (int kv = 0; kv < 2; ++kv) {
+      const KvLayer& L = c.layers[size_t(l)];
+      j.direct[kv] = !j.in_place && j.n[kv][0] == uint64_t(g.T) && c.layout == Layout::HTD &&
+                             c.shape.dtype != DType::F32
+                         ? (kv ? L.v.bytes : L.k.bytes)
+                         : std::span<const std::byte>();
+    }
+    for (int s = 0; s < kStreams; ++s)
+      j.dst[s] = j.is_direct(s) ? nullptr
+                 : j.in_place   ? j.section + kHeaderSize + j.off[s]
+                                : j.scratch[s].get(j.size[s]);
+    write_maps(j);
+  }
+
+  // Uncompressed sections: directory, zero padding, hash and header around streams already in
+  // place (claimed memory), or written out from the scratch buffers.
+  void seal(LayerJob& j, ByteSink& sink) const {
+    uint8_t dir[kDirSize] = {};
+    for (int s = 0; s < kStreams; ++s) {
+      put_u64(dir + s * kDirEntry + 8, j.size[s]);
+      put_u64(dir + s * kDirEntry + 16, j.size[s]);
+    }
+    if (j.in_place) {
+      uint8_t* p = j.section + kHeaderSize;
+      std::memcpy(p, dir, kDirSize);
+      uint64_t end = kDirSize;
+      for (int s = 0; s < kStreams; ++s) {
+        std::memset(p + end, 0, size_t(j.off[s] - end));
+        end = j.off[s] + j.size[s];
+      }
+      std::memset(p + end, 0, size_t(align64(end) - end));
+      uint8_t* h = j.section;
+      std::memset(h, 0, kHeaderSize);
+      put_u32(h, kTagLayr);
+      put_u32(h + 4, kFlagRequired);
+      put_u64(h + 8, j.payload);
+      put_u64(h + 16, uint64_t(j.l));
+      put_u64(h + 48, detail::xxh3_64(p, size_t(align64(end))));
+      fill_header_hash(h);
+      return;
+    }
+    Payload p;
+    p.add(dir, kDirSize);
+    for (int s = 0; s < kStreams; ++s) {
+      p.pad();
+      const std::span<const uint8_t> r = j.raw(s);
+      p.add(r.data(), r.size());
+    }
+    SpanWriter claimed(j.section);
+    CountingSink out{j.section ? static_cast<ByteSink&>(claimed) : sink};
+    write_section(out, kTagLayr, uint64_t(j.l), p);
+  }
+
+  // One (K or V, head) of a layer: fills that head's slice of every tier stream.
+  void encode_head(LayerJob& j, int kv, int h) const {
+    const int l = j.l;
     const detail::RowKernels& K = detail::row_kernels();
     const int D = g.D;
     const DType dt = c.shape.dtype;
-    const uint8_t* map = streams[kv ? kVMap : kKMap].data();
+    const uint8_t* map = j.dst[kv ? kVMap : kKMap];
     const int base = kv ? kVBase : kKBase;
     std::vector<float> x(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
     const float* centre = nullptr;
     const bool transform = kv == 0 && g.centred;
     const int64_t p0 = c.meta.position_offset;
     if (transform) {
-      float* cdst = reinterpret_cast<float*>(streams[kKCentre].data()) + size_t(h) * size_t(D);
+      float* cdst = reinterpret_cast<float*>(j.dst[kKCentre]) + size_t(h) * size_t(D);
       std::vector<double> acc(static_cast<size_t>(D), 0.0);
-      const double count = double(n[0][1] + n[0][2]);
+      const double count = double(j.n[0][1] + j.n[0][2]);
       for (int t = 0; t < g.T; ++t) {
         if (map[t] != uint8_t(Tier::INT8) && map[t] != uint8_t(Tier::INT4)) continue;
         load_row(K, dt, c.row(l, false, h, t), D, x.data());
@@ -217,12 +305,13 @@ struct LayerEncoder {
       for (int d = 0; d < D; ++d) cdst[d] = float(acc[size_t(d)]);
       centre = cdst;
     }
-    uint8_t* f16 = streams[base + kF16].data();
-    auto* q8 = reinterpret_cast<int8_t*>(streams[base + kQ8].data());
-    auto* s8 = reinterpret_cast<uint16_t*>(streams[base + kS8].data());
-    uint8_t* q4 = streams[base + kQ4].data();
-    auto* p4 = reinterpret_cast<uint16_t*>(streams[base + kP4].data());
+    uint8_t* f16 = j.dst[base + kF16];
+    auto* q8 = reinterpret_cast<int8_t*>(j.dst[base + kQ8]);
+    auto* s8 = reinterpret_cast<uint16_t*>(j.dst[base + kS8]);
+    uint8_t* q4 = j.dst[base + kQ4];
+    auto* p4 = reinterpret_cast<uint16_t*>(j.dst[base + kP4]);
     const uint64_t H = uint64_t(h);
+    const uint64_t(&n)[kNumTiers] = j.n[kv];
     // Source rows of this head: a base and a stride (rows of one head are T apart in THD).
     const size_t src_row = size_t(D) * dtype_size(dt);
     const std::byte* src0 = c.row(l, kv == 1, h, 0);
@@ -230,8 +319,8 @@ struct LayerEncoder {
     // 16-bit rows without a key transform go through the fused load-and-quantize kernels.
     const bool fused = !transform && dt != DType::F32;
     const bool bf16 = dt == DType::BF16;
-    const bool f16_direct = !direct[kv].empty();
-    uint32_t* rk = rank[kv].data();
+    const bool f16_direct = !j.direct[kv].empty();
+    const uint32_t* rk = j.rank[kv].data();
     for (int t = 0; t < g.T; ++t) {
       const Tier tier = Tier(map[t]);
       if (tier == Tier::DROP) continue;
@@ -239,7 +328,7 @@ struct LayerEncoder {
       const uint64_t r = rk[t];
       if (tier == Tier::FP16) {
         if (f16_direct) continue;
-        uint8_t* dst = f16 + (H * n[kv][0] + r) * g.rb.values[0];
+        uint8_t* dst = f16 + (H * n[0] + r) * g.rb.values[0];
         if (dt == DType::F32)
           K.f32_to_f16(reinterpret_cast<const float*>(src), D, reinterpret_cast<uint16_t*>(dst));
         else
@@ -247,37 +336,62 @@ struct LayerEncoder {
         continue;
       }
       const auto* src16 = reinterpret_cast<const uint16_t*>(src);
-      if (!fused) {
-        load_row(K, dt, src, D, x.data());
-        if (transform) {
-          if (rope) {
-            rope->angles(p0 + t, cs.data(), sn.data());
-            rope->undo(x.data(), cs.data(), sn.data());
-          }
-          for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
+      if (fused) {
+        // A run of tokens at this tier: consecutive rows of its stream, quantized in one call.
+        int t2 = t + 1;
+        while (t2 < g.T && map[t2] == uint8_t(tier)) ++t2;
+        const int rows = t2 - t;
+        const size_t stride = src_step / 2;
+        int bad;
+        if (tier == Tier::INT8) {
+          const uint64_t row = H * n[1] + r;
+          bad = K.q8_h_rows(src16, stride, rows, bf16, D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        } else {
+          const uint64_t row = H * n[2] + r;
+          bad = K.q4_h_rows(src16, stride, rows, bf16, D, g.g4, q4 + row * uint64_t(D / 2),
+                            p4 + row * uint64_t(2 * (D / g.g4)));
         }
+        if (bad >= 0) refuse(l, kv, h, t + bad, tier);
+        t = t2 - 1;
+        continue;
+      }
+      load_row(K, dt, src, D, x.data());
+      if (transform) {
+        if (rope) {
+          rope->angles(p0 + t, cs.data(), sn.data());
+          rope->undo(x.data(), cs.data(), sn.data());
+        }
+        for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
       }
       bool ok;
       if (tier == Tier::INT8) {
-        const uint64_t row = H * n[kv][1] + r;
-        int8_t* qd = q8 + row * uint64_t(D);
-        uint16_t* sd = s8 + row * uint64_t(D / g.g8);
-        ok = fused ? K.q8_h(src16, bf16, D, g.g8, qd, sd) : K.q8(x.data(), D, g.g8, qd, sd);
+        const uint64_t row = H * n[1] + r;
+        ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
       } else {
-        const uint64_t row = H * n[kv][2] + r;
-        uint8_t* qd = q4 + row * uint64_t(D / 2);
-        uint16_t* pd = p4 + row * uint64_t(2 * (D / g.g4));
-        ok = fused ? K.q4_h(src16, bf16, D, g.g4, qd, pd) : K.q4(x.data(), D, g.g4, qd, pd);
+        const uint64_t row = H * n[2] + r;
+        ok = K.q4(x.data(), D, g.g4, q4 + row * uint64_t(D / 2), p4 + row * uint64_t(2 * (D / g.g4)));
       }
-      if (!ok)
-        fail(Errc::format, c.source,
-             "layer " + std::to_string(l) + (kv ? " V" : " K") + " head " + std::to_string(h) +
-                 " token " + std::to_string(t) + ": a non-finite value (or one beyond FP16 range) "
-                 "cannot be stored at tier " + tier_name(tier) + "; use fp16 for it");
+      if (!ok) refuse(l, kv, h, t, tier);
     }
+  }
+
+  [[noreturn]] void refuse(int l, int kv, int h, int t, Tier tier) const {
+    fail(Errc::format, c.source,
+         "layer " + std::to_string(l) + (kv ? " V" : " K") + " head " + std::to_string(h) + " token " +
+             std::to_string(t) + ": a non-finite value (or one beyond FP16 range) cannot be stored at tier " +
+             tier_name(tier) + "; use fp16 for it");
   }
 };
 
+// Where the bytes of a stream go in the breakdown.
+void account(ByteBreakdown& bb, int s, uint64_t stored) {
+  if (s <= kVMap) bb.tier_maps += stored;
+  else if (s == kKCentre) bb.centres += stored;
+  else {
+    const int ts = (s - kKBase) % kTierStreams;
+    (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += stored;
+  }
+}
 uint64_t manifest_section_bytes(const std::string& m) { return kHeaderSize + align64(m.size()); }
 
 uint64_t layer_fixed_bytes(const Geometry& g) {
@@ -359,29 +473,77 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   }
   bb.manifest = manifest.size();
 
-  LayerEncoder enc{cache, plan, g, rope.get(), {}, {}, {}, {}, nullptr};
+  const LayerEncoder enc{cache, plan, g, rope.get()};
+  LayerJob jobs[2];
   LayerStreamViews external;
   std::vector<uint8_t> packed[kStreams];
   std::vector<uint64_t> layer_offsets;
   TierCounts counts;
   uint64_t raw_delta = 0;  // raw size minus stored size, over all layers
   const int level = plan.quant.zstd_level;
-  for (int l = 0; l < g.L; ++l) {
+  auto tally = [&](const LayerJob& j) {
+    for (int kv = 0; kv < 2; ++kv)
+      for (int t = 0; t < kNumTiers; ++t) (kv ? counts.v : counts.k)[size_t(t)] += j.n[kv][t];
+    bb.header += kDirSize;
+  };
+  auto heads = [&](LayerJob& j, int task) { enc.encode_head(j, task / g.H, task % g.H); };
+  if (!opts.layer_streams && level == 0) {
+    // Uncompressed: layer l's sizes are known from the plan, so its section is laid out (in the
+    // sink's own memory when it hands some out) before it is quantized, and it is hashed and
+    // written while layer l + 1 is being quantized.
+    bool claims = true;  // once a sink declines, it is only written to (keeps the byte order)
+    auto start = [&](LayerJob& j, int l) {
+      enc.count(j, l);
+      layer_offsets.push_back(out.pos);
+      uint8_t* claimed = claims ? reinterpret_cast<uint8_t*>(sink.claim(size_t(j.section_bytes()))) : nullptr;
+      claims = claimed != nullptr;
+      out.pos += j.section_bytes();
+      enc.plan_layer(j, l, claimed);
+      for (int s = 0; s < kStreams; ++s) account(bb, s, j.size[s]);
+      tally(j);
+    };
+    start(jobs[0], 0);
+    parallel_for(2 * g.H, opts.threads, [&](int task) { heads(jobs[0], task); });
+    const int threads = opts.threads > 0 ? opts.threads : default_threads();
+    const bool overlap = claims || threads > 1;
+    if (!overlap) {
+      // One thread writing out of scratch memory: nothing to overlap, so one set of buffers.
+      for (int l = 0; l < g.L; ++l) {
+        if (l > 0) {
+          start(jobs[0], l);
+          for (int task = 0; task < 2 * g.H; ++task) heads(jobs[0], task);
+        }
+        enc.seal(jobs[0], sink);
+        if (opts.layer_done) opts.layer_done(l);
+      }
+    }
+    for (int l = 0; l < g.L && overlap; ++l) {
+      LayerJob& cur = jobs[l & 1];
+      LayerJob* next = l + 1 < g.L ? &jobs[(l + 1) & 1] : nullptr;
+      if (next) start(*next, l + 1);
+      parallel_for(next ? 1 + 2 * g.H : 1, opts.threads, [&](int task) {
+        if (task == 0) enc.seal(cur, sink);
+        else heads(*next, task - 1);
+      });
+      if (opts.layer_done) opts.layer_done(l);
+    }
+  }
+  for (int l = 0; l < g.L && (opts.layer_streams || level > 0); ++l) {
+    LayerJob& j = jobs[0];
     if (opts.layer_streams) {
       external = {};
       opts.layer_streams(l, external);
-      enc.use_external(l, external);
+      enc.use_external(j, l, external);
     } else {
-      enc.prepare(l);
-      parallel_for(2 * g.H, opts.threads, [&](int task) { enc.encode_head(l, task / g.H, task % g.H); });
+      enc.plan_layer(j, l, nullptr);
+      parallel_for(2 * g.H, opts.threads, [&](int task) { heads(j, task); });
     }
-    for (int kv = 0; kv < 2; ++kv)
-      for (int t = 0; t < kNumTiers; ++t) (kv ? counts.v : counts.k)[size_t(t)] += enc.n[kv][t];
+    tally(j);
     // Entropy stage: per stream, kept only when smaller.
     bool compressed[kStreams] = {};
     if (level > 0) {
       parallel_for(kStreams, opts.threads, [&](int s) {
-        const std::span<const uint8_t> raw = enc.raw(s);
+        const std::span<const uint8_t> raw = j.raw(s);
         if (raw.empty()) return;
         packed[s].resize(ZSTD_compressBound(raw.size()));
         const size_t z = ZSTD_compress(packed[s].data(), packed[s].size(), raw.data(), raw.size(), level);
@@ -395,7 +557,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     p.add(dir, kDirSize);
     uint64_t raw_payload = kDirSize;
     for (int s = 0; s < kStreams; ++s) {
-      const std::span<const uint8_t> raw = enc.raw(s);
+      const std::span<const uint8_t> raw = j.raw(s);
       const std::span<const uint8_t> data = compressed[s] ? std::span<const uint8_t>(packed[s]) : raw;
       put_u32(dir + s * kDirEntry, compressed[s] ? 1 : 0);
       put_u64(dir + s * kDirEntry + 8, data.size());
@@ -403,18 +565,11 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
       p.pad();
       p.add(data.data(), data.size());
       raw_payload = align64(raw_payload) + raw.size();
-      const uint64_t sz = data.size();
-      if (s <= kVMap) bb.tier_maps += sz;
-      else if (s == kKCentre) bb.centres += sz;
-      else {
-        const int ts = (s - kKBase) % kTierStreams;
-        (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += sz;
-      }
+      account(bb, s, data.size());
     }
     layer_offsets.push_back(out.pos);
     raw_delta += align64(raw_payload) - align64(p.size);
     write_section(out, kTagLayr, uint64_t(l), p);
-    bb.header += kDirSize;
     if (opts.layer_done) opts.layer_done(l);
   }
 

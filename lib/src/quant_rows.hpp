@@ -2,6 +2,7 @@
 // implementations with identical results: the scalar one built on quant.hpp's reference, and an
 // AVX2+F16C+FMA one picked at run time when the CPU has those (tests compare them bit for bit).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 
 namespace skv::detail {
@@ -26,6 +27,13 @@ struct RowKernels {
                 bool bf16, uint16_t* y);
   void (*dq4_h)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
                 bool bf16, uint16_t* y);
+  // q8_h / q4_h over `rows` rows, row r at x + r * stride elements, outputs row after row (as
+  // consecutive rows of a tier stream), so per-group work is shared across rows. Returns -1, or
+  // the first row that q8_h / q4_h would refuse (the outputs are then unspecified).
+  int (*q8_h_rows)(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, int8_t* q,
+                   uint16_t* scales);
+  int (*q4_h_rows)(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+                   uint16_t* params);
 };
 
 const RowKernels& row_kernels_ref() noexcept;

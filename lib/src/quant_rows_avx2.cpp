@@ -208,7 +208,9 @@ SKV_AVX2 void f32_to_f16_row(const float* s, int n, uint16_t* o) {
 // ---- Fused 16-bit forms. The group reductions run on the 16-bit patterns themselves: for
 // F16 and BF16 alike, |x| orders as (bits & 0x7fff) unsigned, and x orders as the signed key
 // bits ^ ((bits >> 15) & 0x7fff) (-0 sorts just below +0; the +0 below makes that moot), so
-// one horizontal reduction per group gives the exact extreme, converted to f32 once.
+// integer reductions give the exact extremes. The quantizers take 8 groups at a time (across
+// rows of a run when a row has fewer): one vector then holds the 8 extremes, and the scales
+// are computed once for all 8, one lane per group.
 
 template <bool BF> SKV_AVX2 inline __m256 load8(const uint16_t* p) {
   const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
@@ -230,16 +232,6 @@ SKV_AVX2 inline __m128i load128(const uint16_t* p) {
 }
 SKV_AVX2 inline __m256i load256(const uint16_t* p) {
   return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-}
-// Unsigned 16-bit max / signed min and max of 8 lanes (phminposuw does the work).
-SKV_AVX2 inline uint16_t hmax_u16(__m128i v) {
-  return uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-1)))));
-}
-SKV_AVX2 inline int16_t hmin_i16(__m128i v) {
-  return int16_t(uint16_t(_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(-0x8000))))) ^ 0x8000u);
-}
-SKV_AVX2 inline int16_t hmax_i16(__m128i v) {
-  return int16_t(uint16_t(~_mm_cvtsi128_si32(_mm_minpos_epu16(_mm_xor_si128(v, _mm_set1_epi16(0x7fff))))) ^ 0x8000u);
 }
 // bits <-> order key (the map is its own inverse).
 SKV_AVX2 inline __m128i order_key(__m128i h) {
@@ -269,77 +261,173 @@ SKV_AVX2 inline __m128i pack8i(__m256i a, __m128i lo, __m128i hi) {
   return _mm_min_epi8(_mm_max_epi8(_mm_packs_epi16(w, w), lo), hi);
 }
 
-template <bool BF> SKV_AVX2 bool q8_h_t(const uint16_t* x, int d, int g, int8_t* q, uint16_t* scales) {
+// Four int32 x 8 (elements 0..31) -> 32 int16-saturated then byte-saturated lanes in element
+// order: two in-lane packs leave dwords as (a0-3 b0-3 c0-3 d0-3 | a4-7 b4-7 c4-7 d4-7), one
+// cross-lane dword permute restores the order. Signed (int8) or unsigned (0..255) bytes.
+template <bool Unsigned>
+SKV_AVX2 inline __m256i pack32i(__m256i a, __m256i b, __m256i c, __m256i d) {
+  const __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+  const __m256i r = Unsigned ? _mm256_packus_epi16(ab, cd) : _mm256_packs_epi16(ab, cd);
+  return _mm256_permutevar8x32_epi32(r, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+// Per-lane min and max keys of one group (g a multiple of 8), 16 elements at a time.
+SKV_AVX2 inline void group_keys(const uint16_t* xg, int g, __m128i& mn, __m128i& mx) {
+  int r = 8;
+  if (g >= 16) {
+    __m256i mn2 = order_key(load256(xg)), mx2 = mn2;
+    for (r = 16; r + 16 <= g; r += 16) {
+      const __m256i key = order_key(load256(xg + r));
+      mn2 = _mm256_min_epi16(mn2, key);
+      mx2 = _mm256_max_epi16(mx2, key);
+    }
+    mn = _mm_min_epi16(_mm256_castsi256_si128(mn2), _mm256_extracti128_si256(mn2, 1));
+    mx = _mm_max_epi16(_mm256_castsi256_si128(mx2), _mm256_extracti128_si256(mx2, 1));
+  } else {
+    mn = mx = order_key(load128(xg));
+  }
+  if (r < g) {  // g = 16k + 8
+    const __m128i key = order_key(load128(xg + r));
+    mn = _mm_min_epi16(mn, key);
+    mx = _mm_max_epi16(mx, key);
+  }
+}
+// Eight vectors of 8 int16 -> one whose lane i is the min (max) of vector i: three rounds of
+// interleave-and-reduce, no trip through memory.
+enum class Reduce { min_i16, max_i16, max_u16 };
+template <Reduce R> SKV_AVX2 inline __m128i reduce_op(__m128i a, __m128i b) {
+  if constexpr (R == Reduce::min_i16) return _mm_min_epi16(a, b);
+  else if constexpr (R == Reduce::max_i16) return _mm_max_epi16(a, b);
+  else return _mm_max_epu16(a, b);
+}
+template <Reduce R> SKV_AVX2 inline __m128i r16(__m128i a, __m128i b) {
+  return reduce_op<R>(_mm_unpacklo_epi16(a, b), _mm_unpackhi_epi16(a, b));
+}
+template <Reduce R> SKV_AVX2 inline __m128i r32(__m128i a, __m128i b) {
+  return reduce_op<R>(_mm_unpacklo_epi32(a, b), _mm_unpackhi_epi32(a, b));
+}
+template <Reduce R> SKV_AVX2 inline __m128i lanes_reduce(const __m128i* v) {
+  const __m128i b03 = r32<R>(r16<R>(v[0], v[1]), r16<R>(v[2], v[3]));
+  const __m128i b47 = r32<R>(r16<R>(v[4], v[5]), r16<R>(v[6], v[7]));
+  return reduce_op<R>(_mm_unpacklo_epi64(b03, b47), _mm_unpackhi_epi64(b03, b47));
+}
+SKV_AVX2 inline __m128i lanes_min(const __m128i* v) { return lanes_reduce<Reduce::min_i16>(v); }
+SKV_AVX2 inline __m128i lanes_max(const __m128i* v) { return lanes_reduce<Reduce::max_i16>(v); }
+SKV_AVX2 inline __m128i lanes_max_u(const __m128i* v) { return lanes_reduce<Reduce::max_u16>(v); }
+
+// Where the groups of a run of rows lie: rows `stride` elements apart, d / g groups each.
+// Visited in order, the flat group index f = row * (d / g) + k matches the outputs' layout.
+struct GroupWalk {
+  const uint16_t* x;
+  size_t stride;
+  int g, per_row, row = 0, k = 0;
+  const uint16_t* next() {
+    const uint16_t* p = x + size_t(row) * stride + size_t(k) * size_t(g);
+    if (++k == per_row) k = 0, ++row;
+    return p;
+  }
+};
+
+// INT8 over a run of rows, 8 groups at a time: their |x| maxima (as 16-bit patterns) in one
+// vector, the scales in one lane per group (the scalar formula's IEEE operations, so the same
+// bits), then the values. Returns -1, or the first row holding inf/NaN.
+template <bool BF>
+SKV_AVX2 int q8_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int g, int8_t* q, uint16_t* scales) {
   const __m128i absmask = _mm_set1_epi16(0x7fff);
   const __m256i absmask2 = _mm256_set1_epi16(0x7fff);
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m128i lo8 = _mm_set1_epi8(-127), hi8 = _mm_set1_epi8(127);
-  for (int i = 0, j = 0; i < d; i += g, ++j) {
-    const uint16_t* xg = x + i;
-    __m256i m2 = _mm256_setzero_si256();
-    int r = 0;
-    for (; r + 16 <= g; r += 16) m2 = _mm256_max_epu16(m2, _mm256_and_si256(load256(xg + r), absmask2));
-    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(m2), _mm256_extracti128_si256(m2, 1));
-    if (r < g) m = _mm_max_epu16(m, _mm_and_si128(load128(xg + r), absmask));
-    const uint16_t abits = hmax_u16(m);
-    if (abits >= kInfBits<BF>) return false;  // inf or NaN
-    float t = half_to_f32<BF>(abits) / 127.0f;
-    t = kF16Max < t ? kF16Max : t;
-    const uint16_t s16 = to_f16(t);
-    const float s = from_f16(s16);
-    const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
-    int k = 0;
-    for (; k + 16 <= g; k += 16) {
-      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
-      const __m256i v1 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi);
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(q + i + k), pack16i(v0, v1, lo8, hi8));
+  const __m256i lo32 = _mm256_set1_epi8(-127);
+  const __m256 zero = _mm256_setzero_ps();
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalk walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
+    const int ng = std::min(8, total - f0);
+    const uint16_t* src[8];
+    __m128i m[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi >= ng) {
+        m[gi] = _mm_setzero_si128();
+        continue;
+      }
+      const uint16_t* xg = src[gi] = walk.next();
+      __m256i m2 = _mm256_setzero_si256();
+      int r = 0;
+      for (; r + 16 <= g; r += 16) m2 = _mm256_max_epu16(m2, _mm256_and_si256(load256(xg + r), absmask2));
+      __m128i v = _mm_max_epu16(_mm256_castsi256_si128(m2), _mm256_extracti128_si256(m2, 1));
+      if (r < g) v = _mm_max_epu16(v, _mm_and_si128(load128(xg + r), absmask));
+      m[gi] = v;
     }
-    if (k < g) {
-      const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(q + i + k), pack8i(v0, lo8, hi8));
+    const __m128i abits = lanes_max_u(m);
+    // Unsigned abits >= inf bits: inf or NaN.
+    const __m128i bad = _mm_cmpeq_epi16(_mm_max_epu16(abits, _mm_set1_epi16(int16_t(kInfBits<BF>))), abits);
+    if (const int mask = _mm_movemask_epi8(bad) & ((1 << (2 * ng)) - 1))
+      return (f0 + __builtin_ctz(unsigned(mask)) / 2) / per_row;
+    const __m256 t = _mm256_min_ps(_mm256_div_ps(halves_to_f32<BF>(abits), _mm256_set1_ps(127.0f)),
+                                   _mm256_set1_ps(kF16Max));
+    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 sv = _mm256_cvtph_ps(s16);
+    alignas(32) float invs[8];
+    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    alignas(16) uint16_t sc[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sc), s16);
+    std::memcpy(scales + f0, sc, size_t(ng) * 2);
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = src[gi];
+      int8_t* out = q + size_t(f0 + gi) * size_t(g);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      int k = 0;
+      for (; k + 32 <= g; k += 32) {  // saturating packs give <= 127; only -128 needs the clamp
+        const __m256i v = pack32i<false>(quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi),
+                                         quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi),
+                                         quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 16), inv), lo, hi),
+                                         quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 24), inv), lo, hi));
+        _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + k), _mm256_max_epi8(v, lo32));
+      }
+      for (; k + 16 <= g; k += 16) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+        const __m256i v1 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k + 8), inv), lo, hi);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), pack16i(v0, v1, lo8, hi8));
+      }
+      if (k < g) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(load8<BF>(xg + k), inv), lo, hi);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k), pack8i(v0, lo8, hi8));
+      }
     }
-    scales[j] = s16;
   }
-  return true;
+  return -1;
 }
 
-template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t* packed, uint16_t* params) {
+// INT4 over a run of rows, as q8_h_rows_t. Returns -1, or the first row holding inf/NaN (or
+// whose minimum FP16 cannot hold).
+template <bool BF>
+SKV_AVX2 int q4_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
   const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
   const __m128i lo8 = _mm_setzero_si128(), hi8 = _mm_set1_epi8(15);
   const __m128i nib = _mm_set1_epi16(0x1001);
+  const __m256i nib32 = _mm256_set1_epi16(0x1001), hi32 = _mm256_set1_epi8(15);
   // Keys of +inf and -inf: anything at or beyond them is inf or NaN.
   constexpr int16_t kPosInf = int16_t(kInfBits<BF>), kNegInf = int16_t(uint16_t(kInfBits<BF> | 0x8000u) ^ 0x7fffu);
-  for (int i0 = 0; i0 < d; i0 += 8 * g) {
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalk walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
     // Up to 8 groups at a time: their extremes first, then their parameters with one lane per
     // group (the same IEEE operations as the scalar formulas, so the same bits), then the values.
-    const int ng = std::min(8, (d - i0) / g);
-    alignas(16) int16_t kmn[8] = {}, kmx[8] = {};
-    for (int gi = 0; gi < ng; ++gi) {
-      const uint16_t* xg = x + i0 + gi * g;
-      __m128i vmn = order_key(load128(xg)), vmx = vmn;
-      int r = 8;
-      if (g >= 24) {  // 16 at a time, then fold
-        __m256i mn2 = order_key(load256(xg + 8)), mx2 = mn2;
-        for (r = 24; r + 16 <= g; r += 16) {
-          const __m256i key = order_key(load256(xg + r));
-          mn2 = _mm256_min_epi16(mn2, key);
-          mx2 = _mm256_max_epi16(mx2, key);
-        }
-        vmn = _mm_min_epi16(vmn, _mm_min_epi16(_mm256_castsi256_si128(mn2), _mm256_extracti128_si256(mn2, 1)));
-        vmx = _mm_max_epi16(vmx, _mm_max_epi16(_mm256_castsi256_si128(mx2), _mm256_extracti128_si256(mx2, 1)));
-      }
-      for (; r < g; r += 8) {
-        const __m128i key = order_key(load128(xg + r));
-        vmn = _mm_min_epi16(vmn, key);
-        vmx = _mm_max_epi16(vmx, key);
-      }
-      kmn[gi] = hmin_i16(vmn);
-      kmx[gi] = hmax_i16(vmx);
-      if (kmx[gi] >= kPosInf || kmn[gi] <= kNegInf) return false;
+    const int ng = std::min(8, total - f0);
+    const uint16_t* src[8];
+    __m128i vmn[8], vmx[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi < ng) group_keys(src[gi] = walk.next(), g, vmn[gi], vmx[gi]);
+      else vmn[gi] = vmx[gi] = _mm_setzero_si128();  // key of +0: a harmless spare lane
     }
+    // Lane gi of kmn / kmx: the key of group gi's min / max, reduced in registers.
+    const __m128i kmn = lanes_min(vmn), kmx = lanes_max(vmx);
+    const __m128i bad = _mm_or_si128(_mm_cmpgt_epi16(kmx, _mm_set1_epi16(int16_t(kPosInf - 1))),
+                                     _mm_cmpgt_epi16(_mm_set1_epi16(int16_t(kNegInf + 1)), kmn));
+    const int valid = (1 << (2 * ng)) - 1;
     const __m256 zero = _mm256_setzero_ps();
-    const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmn)))), zero);
-    const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(_mm_load_si128(reinterpret_cast<const __m128i*>(kmx)))), zero);
+    const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(kmn)), zero);
+    const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(kmx)), zero);
     // min(t, 65504) equals the scalar "65504 < t ? 65504 : t" for every non-NaN t.
     const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
                                    _mm256_set1_ps(kF16Max));
@@ -347,7 +435,8 @@ template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t
     const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const int minf = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)),
                                                        _mm_set1_epi16(0x7c00)));
-    if (minf & ((1 << (2 * ng)) - 1)) return false;
+    // The first group (so the first row) with a non-finite value or an unstorable minimum.
+    if (const int mask = (_mm_movemask_epi8(bad) | minf) & valid) return (f0 + __builtin_ctz(unsigned(mask)) / 2) / per_row;
     const __m256 sv = _mm256_cvtph_ps(s16);
     alignas(32) float invs[8], ms[8];
     _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv),
@@ -356,13 +445,23 @@ template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t
     alignas(16) uint16_t pr[16];
     _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
     _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
-    std::memcpy(params + 2 * (i0 / g), pr, size_t(ng) * 4);
+    std::memcpy(params + 2 * f0, pr, size_t(ng) * 4);
     for (int gi = 0; gi < ng; ++gi) {
-      const uint16_t* xg = x + i0 + gi * g;
+      const uint16_t* xg = src[gi];
       const __m256 vm = _mm256_set1_ps(ms[gi]);
       const __m256 inv = _mm256_set1_ps(invs[gi]);
-      uint8_t* out = packed + (i0 + gi * g) / 2;
+      uint8_t* out = packed + size_t(f0 + gi) * size_t(g / 2);
       int k = 0;
+      for (; k + 32 <= g; k += 32) {  // unsigned saturation clamps at 0, min_epu8 at 15
+        const __m256i v = pack32i<true>(
+            quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi),
+            quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi),
+            quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 16), vm), inv), lo, hi),
+            quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 24), vm), inv), lo, hi));
+        const __m256i w = _mm256_maddubs_epi16(_mm256_min_epu8(v, hi32), nib32);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k / 2),
+                         _mm_packus_epi16(_mm256_castsi256_si128(w), _mm256_extracti128_si256(w, 1)));
+      }
       for (; k + 16 <= g; k += 16) {
         const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
         const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
@@ -377,7 +476,7 @@ template <bool BF> SKV_AVX2 bool q4_h_t(const uint16_t* x, int d, int g, uint8_t
       }
     }
   }
-  return true;
+  return -1;
 }
 
 // 8 floats -> 8 BF16 (round to nearest even, NaNs quieted; as f32_to_bf16).
@@ -416,22 +515,43 @@ template <bool BF> SKV_AVX2 void dq8_h_t(const int8_t* q, int d, int g, const ui
 
 template <bool BF> SKV_AVX2 void dq4_h_t(const uint8_t* packed, int d, int g, const uint16_t* params,
                                          const float* centre, uint16_t* y) {
+  const __m128i low4 = _mm_set1_epi8(0x0f);
   for (int i = 0, j = 0; i < d; i += g, j += 2) {
     const __m256 s = _mm256_set1_ps(from_f16(params[j]));
     const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
-    for (int k = i; k < i + g; k += 8) {
-      store8<BF>(y + k, dq4_8(packed, k, s, m, centre));
+    int k = i;
+    for (; k + 32 <= i + g; k += 32) {  // 16 bytes -> 32 elements: one load, one nibble split
+      const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed + k / 2));
+      const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+      const __m128i e[2] = {_mm_unpacklo_epi8(lo, hi), _mm_unpackhi_epi8(lo, hi)};
+      for (int h = 0; h < 2; ++h)
+        for (int r = 0; r < 2; ++r) {
+          const int at = k + 16 * h + 8 * r;
+          const __m128i q = r ? _mm_srli_si128(e[h], 8) : e[h];
+          const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), s, m);
+          store8<BF>(y + at, centre ? _mm256_add_ps(v, _mm256_loadu_ps(centre + at)) : v);
+        }
     }
+    for (; k < i + g; k += 8) store8<BF>(y + k, dq4_8(packed, k, s, m, centre));
   }
 }
 
+SKV_AVX2 int q8_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, int8_t* q,
+                       uint16_t* scales) {
+  if (g % 8) return row_kernels_ref().q8_h_rows(x, stride, rows, bf16, d, g, q, scales);
+  return bf16 ? q8_h_rows_t<true>(x, stride, rows, d, g, q, scales) : q8_h_rows_t<false>(x, stride, rows, d, g, q, scales);
+}
+SKV_AVX2 int q4_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+                       uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q4_h_rows(x, stride, rows, bf16, d, g, packed, params);
+  return bf16 ? q4_h_rows_t<true>(x, stride, rows, d, g, packed, params)
+              : q4_h_rows_t<false>(x, stride, rows, d, g, packed, params);
+}
 SKV_AVX2 bool q8_h(const uint16_t* x, bool bf16, int d, int g, int8_t* q, uint16_t* scales) {
-  if (g % 8) return row_kernels_ref().q8_h(x, bf16, d, g, q, scales);
-  return bf16 ? q8_h_t<true>(x, d, g, q, scales) : q8_h_t<false>(x, d, g, q, scales);
+  return q8_h_rows(x, size_t(d), 1, bf16, d, g, q, scales) < 0;
 }
 SKV_AVX2 bool q4_h(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params) {
-  if (g % 8) return row_kernels_ref().q4_h(x, bf16, d, g, packed, params);
-  return bf16 ? q4_h_t<true>(x, d, g, packed, params) : q4_h_t<false>(x, d, g, packed, params);
+  return q4_h_rows(x, size_t(d), 1, bf16, d, g, packed, params) < 0;
 }
 SKV_AVX2 void dq8_h(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre,
                     bool bf16, uint16_t* y) {
@@ -462,7 +582,8 @@ const RowKernels* row_kernels_avx2() noexcept {
                             bf16_to_f32_row, f32_to_f16_row,
                             f32_to_bf16_row, q8_h,
                             q4_h,            dq8_h,
-                            dq4_h};
+                            dq4_h,           q8_h_rows,
+                            q4_h_rows};
   return cpu_has_avx2_fma_f16c() ? &k : nullptr;
 }
 

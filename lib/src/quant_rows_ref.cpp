@@ -1,3 +1,4 @@
+#include <cstddef>
 #include "quant_rows.hpp"
 
 #include "skv/half.hpp"
@@ -104,6 +105,22 @@ void dq4_h(const uint8_t* packed, int d, int g, const uint16_t* params, const fl
   }
 }
 
+int q8_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, int8_t* q, uint16_t* scales) {
+  for (int r = 0; r < rows; ++r)
+    if (!q8_h(x + size_t(r) * stride, bf16, d, g, q + size_t(r) * size_t(d), scales + size_t(r) * size_t(d / g)))
+      return r;
+  return -1;
+}
+
+int q4_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+              uint16_t* params) {
+  for (int r = 0; r < rows; ++r)
+    if (!q4_h(x + size_t(r) * stride, bf16, d, g, packed + size_t(r) * size_t(d / 2),
+              params + size_t(r) * size_t(2 * (d / g))))
+      return r;
+  return -1;
+}
+
 }  // namespace
 
 const RowKernels& row_kernels_ref() noexcept {
@@ -113,7 +130,8 @@ const RowKernels& row_kernels_ref() noexcept {
                             bf16_to_f32_row, f32_to_f16_row,
                             f32_to_bf16_row, q8_h,
                             q4_h,            dq8_h,
-                            dq4_h};
+                            dq4_h,           q8_h_rows,
+                            q4_h_rows};
   return k;
 }
 

@@ -26,6 +26,7 @@ class FixedSink final : public ByteSink {
  public:
   explicit FixedSink(size_t capacity) : buf_(capacity) {}
   void write(const void* src, size_t n) override;
+  std::byte* claim(size_t n) override;  // in place: the encoder quantizes straight into it
   void clear() noexcept { used_ = 0; }
   size_t size() const noexcept { return used_; }
   size_t capacity() const noexcept { return buf_.size(); }

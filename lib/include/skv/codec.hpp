@@ -26,7 +26,8 @@ struct EncodeOptions {
   int threads = 0;  // 0 = all cores; output bytes never depend on it
   std::string producer;  // defaults to "skv <version>"
   // Called after layer L has been written: the caller may release that layer's source pages
-  // (a mapped dump then costs about one layer of RSS, not the whole file).
+  // (a mapped dump then costs about two layers of RSS, not the whole file: without zstd or
+  // layer_streams, layer L is hashed and written while layer L + 1 is being quantized).
   std::function<void(int layer)> layer_done;
   // When set, the writer takes layer L's 13 raw streams from here (e.g. the GPU encoder's output)
   // instead of quantizing itself; it checks the tier maps against the plan and every size

@@ -167,6 +167,58 @@ TEST_F(Kernels, FusedHalfKernelsMatchConvertThenQuantize) {
   }
 }
 
+// The multi-row forms equal the one-row forms row by row, for strided sources, runs whose group
+// count is not a multiple of 8, and report the first row that is refused.
+TEST_F(Kernels, RowRunsMatchOneRowAtATime) {
+  test::Rng rng(5);
+  for (bool bf16 : {false, true}) {
+    for (int d : {8, 24, 80, 128, 256}) {
+      for (int g : {8, 16, 32, 128}) {
+        if (g > d || d % g) continue;
+        for (int rows : {1, 2, 3, 7, 9, 33}) {
+          const size_t stride = size_t(d) * 3;  // THD-like: other heads' rows in between
+          std::vector<uint16_t> src(stride * size_t(rows));
+          for (int r = 0; r < rows; ++r) {
+            const auto h = make_half_row(rng, d, r, bf16);
+            std::copy(h.begin(), h.end(), src.begin() + std::ptrdiff_t(size_t(r) * stride));
+          }
+          // Make some row unstorable at both tiers, in some of the runs.
+          const int poison = rows > 2 && rng.below(2) ? int(rng.below(uint32_t(rows))) : -1;
+          if (poison >= 0) src[size_t(poison) * stride + size_t(d) - 1] = bf16 ? 0x7f80 : 0x7c00;
+          const int ng = d / g;
+          const std::string where = std::string(bf16 ? "bf16" : "f16") + " d=" + std::to_string(d) +
+                                    " g=" + std::to_string(g) + " rows=" + std::to_string(rows);
+          std::vector<int8_t> qa(size_t(rows) * size_t(d)), qb(qa.size());
+          std::vector<uint16_t> sa(size_t(rows) * size_t(ng)), sb(sa.size());
+          std::vector<uint8_t> pa(size_t(rows) * size_t(d / 2)), pb(pa.size());
+          std::vector<uint16_t> ma(size_t(rows) * size_t(2 * ng)), mb(ma.size());
+          int bad8 = -1, bad4 = -1;
+          for (int r = rows - 1; r >= 0; --r) {
+            const uint16_t* x = src.data() + size_t(r) * stride;
+            if (!ref.q8_h(x, bf16, d, g, qa.data() + size_t(r) * size_t(d), sa.data() + size_t(r) * size_t(ng))) bad8 = r;
+            if (!ref.q4_h(x, bf16, d, g, pa.data() + size_t(r) * size_t(d / 2), ma.data() + size_t(r) * size_t(2 * ng))) bad4 = r;
+          }
+          if (poison >= 0) {  // rows 3, 7, ... may hold inf/NaN of their own
+            EXPECT_TRUE(bad8 >= 0 && bad8 <= poison) << where;
+          }
+          for (const RowKernels* k : {&ref, simd}) {
+            ASSERT_EQ(bad8, k->q8_h_rows(src.data(), stride, rows, bf16, d, g, qb.data(), sb.data())) << k->name << " q8 " << where;
+            ASSERT_EQ(bad4, k->q4_h_rows(src.data(), stride, rows, bf16, d, g, pb.data(), mb.data())) << k->name << " q4 " << where;
+            if (bad8 < 0) {
+              ASSERT_EQ(qa, qb) << k->name << " q8 " << where;
+              ASSERT_EQ(sa, sb) << k->name << " q8 " << where;
+            }
+            if (bad4 < 0) {
+              ASSERT_EQ(pa, pb) << k->name << " q4 " << where;
+              ASSERT_EQ(ma, mb) << k->name << " q4 " << where;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST_F(Kernels, NonFiniteGroupsAreRefusedByBoth) {
   for (float bad : {INFINITY, -INFINITY, NAN}) {
     std::vector<float> x(64, 1.0f);

@@ -12,6 +12,10 @@ namespace skv {
 struct ByteSink {
   virtual ~ByteSink() = default;
   virtual void write(const void* src, size_t n) = 0;
+  // Sinks over fixed memory may hand out the next n bytes for the caller to fill in place (so
+  // nothing is copied): they count as written at once, must be filled before the sink's bytes
+  // are used, and stay where they are until then. Null (the default): use write() instead.
+  virtual std::byte* claim(size_t /*n*/) { return nullptr; }
 };
 
 struct ByteSource {

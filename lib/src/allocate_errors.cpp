@@ -60,6 +60,48 @@ double group_error(const float* x, int n, int g, const float* w, bool int4, bool
   return total;
 }
 
+// Analytic INT8 and INT4 errors of one row in one pass (what group_error's analytic branch
+// computes for each, with the same additions in the same order): the INT4 groups' min/max/absmax
+// also give the INT8 groups' absmax when g8 is a multiple of g4. ws8/ws4 hold each group's
+// summed channel weight (precomputed once per head). Returns false when that does not apply
+// (g8 not a multiple of g4) or the row is not finite.
+struct RowErrors {
+  double e8 = 0, e4 = 0;
+};
+bool analytic_errors(const float* x, int n, int g8, int g4, const double* ws8, const double* ws4, RowErrors& out) {
+  if (g8 % g4) return false;
+  float am8 = 0;
+  double e8 = 0, e4 = 0;
+  for (int s = 0, k = 0; s < n; s += g4, ++k) {
+    const float* xs = x + s;
+    float lo = xs[0], hi = xs[0], am = 0;
+    for (int i = 0; i < g4; ++i) {
+      lo = std::min(lo, xs[i]);
+      hi = std::max(hi, xs[i]);
+      am = std::max(am, std::fabs(xs[i]));
+    }
+    if (!std::isfinite(lo) || !std::isfinite(hi)) return false;
+    const float step4 = f16r((hi - lo) / 15.0f);
+    e4 += ws4[k] * double(step4) * step4 / 12.0;
+    am8 = std::max(am8, am);
+    if ((s + g4) % g8 == 0) {
+      const float step8 = f16r(am8 / 127.0f);
+      e8 += ws8[(s + g4) / g8 - 1] * double(step8) * step8 / 12.0;
+      am8 = 0;
+    }
+  }
+  out = {e8, e4};
+  return true;
+}
+
+// Summed weight of each group of g channels (w = nullptr: every channel 1), in group_error's order.
+std::vector<double> group_weights(const float* w, int n, int g) {
+  std::vector<double> ws(size_t(n / g), 0.0);
+  for (int s = 0; s < n; s += g)
+    for (int i = 0; i < g; ++i) ws[size_t(s / g)] += w ? w[s + i] : 1.0f;
+  return ws;
+}
+
 // E|exp(x) - 1|^2 for a Gaussian logit error of variance x, capped at 4 (beyond that the token's
 // attention share is simply wrong; dropping it is as good).
 inline double logit_penalty(double x) {
@@ -259,6 +301,8 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
     const size_t row0 = (size_t(l) * H + h) * T;
     const float floor_q =
         second ? float(o.second_moment_floor * sc.uniform_weight[size_t(l) * H + h]) : floor_w;
+    const std::vector<double> ones8 = group_weights(nullptr, D, s.g8), ones4 = group_weights(nullptr, D, s.g4),
+                              c8 = group_weights(C.data(), D, s.g8), c4 = group_weights(C.data(), D, s.g4);
     for (int t = 0; t < T; ++t) {
       ok[t] = 0;
       if (!present(kl, t)) continue;
@@ -275,10 +319,12 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       }
       if (!fin) continue;
       ok[t] = 1;
-      const double v8 = group_error(v, D, s.g8, nullptr, false, exact);
-      const double v4 = group_error(v, D, s.g4, nullptr, true, exact);
-      const double x8 = group_error(k.data(), D, s.g8, C.data(), false, exact);
-      const double x4 = group_error(k.data(), D, s.g4, C.data(), true, exact);
+      RowErrors ve, ke;
+      if (exact || !analytic_errors(v, D, s.g8, s.g4, ones8.data(), ones4.data(), ve))
+        ve = {group_error(v, D, s.g8, nullptr, false, exact), group_error(v, D, s.g4, nullptr, true, exact)};
+      if (exact || !analytic_errors(k.data(), D, s.g8, s.g4, c8.data(), c4.data(), ke))
+        ke = {group_error(k.data(), D, s.g8, C.data(), false, exact), group_error(k.data(), D, s.g4, C.data(), true, exact)};
+      const double v8 = ve.e8, v4 = ve.e4, x8 = ke.e8, x4 = ke.e4;
       out[t] = {float(w * v8), float(w * v4), float(w * vdev * logit_penalty(x8)),
                 float(w * vdev * logit_penalty(x4)), float(wd * vdev)};
       if (!sc.top.empty()) sig[size_t(t)] = {float(x8), float(x4)};

@@ -100,10 +100,18 @@ void head_attention(const KvCache& c, int l, int h, Scratch& sc, HeadAttention& 
     detail::load_row(c.row(l, false, h, t), s.dtype, D, &K[size_t(t) * D]);
     float* v = &V[size_t(t) * D];
     detail::load_row(c.row(l, true, h, t), s.dtype, D, v);
-    for (int d = 0; d < D; ++d) {
-      if (!std::isfinite(v[d])) v[d] = 0;  // a non-finite value must not poison every output
-      v2 += double(v[d]) * v[d];
+    float r2 = 0;
+    for (int d = 0; d < D; ++d) r2 += v[d] * v[d];
+    if (std::isfinite(r2)) {
+      v2 += r2;
+      continue;
     }
+    double r = 0;  // a non-finite value must not poison every output; huge ones need doubles
+    for (int d = 0; d < D; ++d) {
+      v[d] = std::isfinite(v[d]) ? v[d] : 0.0f;
+      r += double(v[d]) * v[d];
+    }
+    v2 += r;
   }
   const double o2_floor = std::max(1e-2 * v2 / T, 1e-30);
   for (int g = 0; g < G; ++g)

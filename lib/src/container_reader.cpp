@@ -9,6 +9,7 @@
 
 #include "container_format.hpp"
 #include "hash.hpp"
+#include "key_rows.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -352,6 +353,26 @@ struct ContainerReader::Impl {
     const auto* p4 = reinterpret_cast<const uint16_t*>(stream[base + kP4]) + hh * n[kv][2] * uint64_t(2 * (D / g4));
     const uint32_t* rk = rank[kv].data();
     std::vector<float> y(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    // Keys with RoPE: dequantize, re-apply RoPE and store in one kernel call per row, with the
+    // table's cached angles in place (computed here only if not cached).
+    const detail::KeyRowKernels& KK = detail::key_row_kernels();
+    const detail::RowType rt = dt == DType::F16 ? detail::RowType::f16
+                               : dt == DType::BF16 ? detail::RowType::bf16
+                                                   : detail::RowType::f32;
+    auto rope_at = [&](int t) {
+      detail::RowRope r;
+      const int64_t p = info.rope.position_offset + t;
+      r.gptj = rp->style() == RopeStyle::gptj;
+      r.step = size_t(D / 2);
+      r.cs = rp->cached_cos(p);
+      r.sn = rp->cached_sin(p);
+      if (!r.cs) {
+        rp->angles(p, cs.data(), sn.data());
+        r.cs = cs.data();
+        r.sn = sn.data();
+      }
+      return r;
+    };
     for (int t = 0; t < T; ++t) {
       std::byte* dst = dst0 + size_t(t) * dst_step;
       auto* dst16 = reinterpret_cast<uint16_t*>(dst);
@@ -375,11 +396,11 @@ struct ContainerReader::Impl {
             K.dq8_h(q, D, g8, sc, centre, bf16, dst16);
             continue;
           }
-          K.dq8(q, D, g8, sc, centre, y.data());
           if (rp) {
-            rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
-            rp->apply(y.data(), cs.data(), sn.data());
+            KK.dq8(q, D, g8, sc, centre, rope_at(t), rt, dst);
+            continue;
           }
+          K.dq8(q, D, g8, sc, centre, y.data());
           break;
         }
         case Tier::INT4: {
@@ -389,11 +410,11 @@ struct ContainerReader::Impl {
             K.dq4_h(q, D, g4, pr, centre, bf16, dst16);
             continue;
           }
-          K.dq4(q, D, g4, pr, centre, y.data());
           if (rp) {
-            rp->angles(info.rope.position_offset + t, cs.data(), sn.data());
-            rp->apply(y.data(), cs.data(), sn.data());
+            KK.dq4(q, D, g4, pr, centre, rope_at(t), rt, dst);
+            continue;
           }
+          K.dq4(q, D, g4, pr, centre, y.data());
           break;
         }
       }

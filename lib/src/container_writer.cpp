@@ -10,6 +10,7 @@
 #include "container_format.hpp"
 #include "container_section.hpp"
 #include "hash.hpp"
+#include "key_rows.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -285,22 +286,51 @@ struct LayerEncoder {
     const DType dt = c.shape.dtype;
     const uint8_t* map = j.dst[kv ? kVMap : kKMap];
     const int base = kv ? kVBase : kKBase;
-    std::vector<float> x(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    std::vector<float> x(static_cast<size_t>(D));
     const float* centre = nullptr;
     const bool transform = kv == 0 && g.centred;
-    const int64_t p0 = c.meta.position_offset;
+    const detail::KeyRowKernels& KK = detail::key_row_kernels();
+    const detail::RowType rt = dt == DType::F16 ? detail::RowType::f16
+                               : dt == DType::BF16 ? detail::RowType::bf16
+                                                   : detail::RowType::f32;
+    std::vector<float> cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    // RoPE of tokens t, t + 1, ...: the table's cached angles in place, or (a position the table
+    // does not hold) computed here, for one row only: `rows` is cut to 1.
+    auto rope_run = [&](int t, int& rows) {
+      detail::RowRope r;
+      if (!rope) return r;
+      const int64_t p = c.meta.position_offset + t;
+      r.gptj = rope->style() == RopeStyle::gptj;
+      r.step = size_t(D / 2);
+      r.cs = rope->cached_cos(p);
+      r.sn = rope->cached_sin(p);
+      if (!r.cs || !rope->cached_cos(p + rows - 1)) {
+        rope->angles(p, cs.data(), sn.data());
+        r.cs = cs.data();
+        r.sn = sn.data();
+        rows = 1;
+      }
+      return r;
+    };
+    const size_t src_row = size_t(D) * dtype_size(dt);
+    const std::byte* src0 = c.row(l, kv == 1, h, 0);
+    const size_t src_step = c.layout == Layout::HTD ? src_row : src_row * size_t(g.H);
     if (transform) {
       float* cdst = reinterpret_cast<float*>(j.dst[kKCentre]) + size_t(h) * size_t(D);
       std::vector<double> acc(static_cast<size_t>(D), 0.0);
       const double count = double(j.n[0][1] + j.n[0][2]);
-      for (int t = 0; t < g.T; ++t) {
-        if (map[t] != uint8_t(Tier::INT8) && map[t] != uint8_t(Tier::INT4)) continue;
-        load_row(K, dt, c.row(l, false, h, t), D, x.data());
-        if (rope) {
-          rope->angles(p0 + t, cs.data(), sn.data());
-          rope->undo(x.data(), cs.data(), sn.data());
+      auto quantized = [&](int t) { return map[t] == uint8_t(Tier::INT8) || map[t] == uint8_t(Tier::INT4); };
+      for (int t = 0; t < g.T;) {
+        if (!quantized(t)) {
+          ++t;
+          continue;
         }
-        for (int d = 0; d < D; ++d) acc[size_t(d)] += double(x[size_t(d)]) / count;
+        int t2 = t + 1;  // a run of quantized tokens, summed in token order
+        while (t2 < g.T && quantized(t2)) ++t2;
+        int rows = t2 - t;
+        const detail::RowRope rr = rope_run(t, rows);
+        KK.accumulate(src0 + size_t(t) * src_step, rt, src_step / dtype_size(dt), rows, D, rr, count, acc.data());
+        t += rows;
       }
       for (int d = 0; d < D; ++d) cdst[d] = float(acc[size_t(d)]);
       centre = cdst;
@@ -312,10 +342,7 @@ struct LayerEncoder {
     auto* p4 = reinterpret_cast<uint16_t*>(j.dst[base + kP4]);
     const uint64_t H = uint64_t(h);
     const uint64_t(&n)[kNumTiers] = j.n[kv];
-    // Source rows of this head: a base and a stride (rows of one head are T apart in THD).
-    const size_t src_row = size_t(D) * dtype_size(dt);
-    const std::byte* src0 = c.row(l, kv == 1, h, 0);
-    const size_t src_step = c.layout == Layout::HTD ? src_row : src_row * size_t(g.H);
+    // Source rows of this head: src0 and src_step above (rows of one head are T apart in THD).
     // 16-bit rows without a key transform go through the fused load-and-quantize kernels.
     const bool fused = !transform && dt != DType::F32;
     const bool bf16 = dt == DType::BF16;
@@ -355,15 +382,27 @@ struct LayerEncoder {
         t = t2 - 1;
         continue;
       }
-      load_row(K, dt, src, D, x.data());
-      if (transform) {
-        if (rope) {
-          rope->angles(p0 + t, cs.data(), sn.data());
-          rope->undo(x.data(), cs.data(), sn.data());
+      if (transform) {  // a run of tokens at this tier: the whole key transform and the quantizer
+        int t2 = t + 1;
+        while (t2 < g.T && map[t2] == uint8_t(tier)) ++t2;
+        int rows = t2 - t;
+        const detail::RowRope rr = rope_run(t, rows);
+        const size_t stride = src_step / dtype_size(dt);
+        int bad;
+        if (tier == Tier::INT8) {
+          const uint64_t row = H * n[1] + r;
+          bad = KK.q8(src, rt, stride, rows, D, rr, centre, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        } else {
+          const uint64_t row = H * n[2] + r;
+          bad = KK.q4(src, rt, stride, rows, D, rr, centre, g.g4, q4 + row * uint64_t(D / 2),
+                      p4 + row * uint64_t(2 * (D / g.g4)));
         }
-        for (int d = 0; d < D; ++d) x[size_t(d)] = x[size_t(d)] - centre[d];
+        if (bad >= 0) refuse(l, kv, h, t + bad, tier);
+        t += rows - 1;
+        continue;
       }
       bool ok;
+      load_row(K, dt, src, D, x.data());
       if (tier == Tier::INT8) {
         const uint64_t row = H * n[1] + r;
         ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));

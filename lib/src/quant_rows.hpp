@@ -34,6 +34,9 @@ struct RowKernels {
                    uint16_t* scales);
   int (*q4_h_rows)(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
                    uint16_t* params);
+  // q8 / q4 over `rows` f32 rows, as q8_h_rows / q4_h_rows (the key transform's rows).
+  int (*q8_rows)(const float* x, size_t stride, int rows, int d, int g, int8_t* q, uint16_t* scales);
+  int (*q4_rows)(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params);
 };
 
 const RowKernels& row_kernels_ref() noexcept;

@@ -573,6 +573,173 @@ SKV_AVX2 void f32_to_bf16_row(const float* s, int n, uint16_t* o) {
   for (; i < n; ++i) o[i] = f32_to_bf16(s[i]);
 }
 
+// ---- f32 runs (keys after the transform): as the 16-bit runs, 8 groups at a time, with the
+// reductions in f32 (|x| as its bit pattern, min / max canonicalised by + 0 as the reference).
+
+// Eight vectors of 8 lanes -> one whose lane i reduces vector i: pairs, then quads inside each
+// 128-bit half, then the halves.
+template <class Op> SKV_AVX2 inline __m256 reduce_pairs(__m256 a, __m256 b, Op op) {
+  return op(_mm256_unpacklo_ps(a, b), _mm256_unpackhi_ps(a, b));
+}
+template <class Op> SKV_AVX2 inline __m256 reduce_quads(__m256 a, __m256 b, Op op) {
+  const __m256d x = _mm256_castps_pd(a), y = _mm256_castps_pd(b);
+  return op(_mm256_castpd_ps(_mm256_unpacklo_pd(x, y)), _mm256_castpd_ps(_mm256_unpackhi_pd(x, y)));
+}
+template <class Op> SKV_AVX2 inline __m256 lanes_reduce8(const __m256* v, Op op) {
+  const __m256 abcd = reduce_quads(reduce_pairs(v[0], v[1], op), reduce_pairs(v[2], v[3], op), op);
+  const __m256 efgh = reduce_quads(reduce_pairs(v[4], v[5], op), reduce_pairs(v[6], v[7], op), op);
+  return op(_mm256_permute2f128_ps(abcd, efgh, 0x20), _mm256_permute2f128_ps(abcd, efgh, 0x31));
+}
+struct MaxU32 {
+  SKV_AVX2 __m256 operator()(__m256 a, __m256 b) const {
+    return _mm256_castsi256_ps(_mm256_max_epu32(_mm256_castps_si256(a), _mm256_castps_si256(b)));
+  }
+};
+struct MinF {
+  SKV_AVX2 __m256 operator()(__m256 a, __m256 b) const { return _mm256_min_ps(a, b); }
+};
+struct MaxF {
+  SKV_AVX2 __m256 operator()(__m256 a, __m256 b) const { return _mm256_max_ps(a, b); }
+};
+
+struct GroupWalkF {
+  const float* x;
+  size_t stride;
+  int g, per_row, row = 0, k = 0;
+  const float* next() {
+    const float* p = x + size_t(row) * stride + size_t(k) * size_t(g);
+    if (++k == per_row) k = 0, ++row;
+    return p;
+  }
+};
+
+SKV_AVX2 int q8_rows_f(const float* x, size_t stride, int rows, int d, int g, int8_t* q, uint16_t* scales) {
+  if (g % 8) return row_kernels_ref().q8_rows(x, stride, rows, d, g, q, scales);
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  const __m256 zero = _mm256_setzero_ps();
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalkF walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
+    const int ng = std::min(8, total - f0);
+    const float* src[8];
+    __m256 m[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi >= ng) {
+        m[gi] = zero;
+        continue;
+      }
+      const float* xg = src[gi] = walk.next();
+      __m256i a = _mm256_setzero_si256();
+      for (int k = 0; k < g; k += 8)
+        a = _mm256_max_epu32(a, _mm256_and_si256(_mm256_castps_si256(_mm256_loadu_ps(xg + k)), absmask));
+      m[gi] = _mm256_castsi256_ps(a);
+    }
+    const __m256 a = lanes_reduce8(m, MaxU32{});  // |x| maxima, one lane per group
+    const __m256i bad = _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_set1_epi32(0x7f7fffff));
+    if (const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(bad)) & ((1 << ng) - 1))
+      return (f0 + __builtin_ctz(unsigned(mask))) / per_row;
+    const __m256 t = _mm256_min_ps(_mm256_div_ps(a, _mm256_set1_ps(127.0f)), _mm256_set1_ps(kF16Max));
+    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 sv = _mm256_cvtph_ps(s16);
+    alignas(32) float invs[8];
+    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    alignas(16) uint16_t sc[8];
+    _mm_store_si128(reinterpret_cast<__m128i*>(sc), s16);
+    std::memcpy(scales + f0, sc, size_t(ng) * 2);
+    for (int gi = 0; gi < ng; ++gi) {
+      const float* xg = src[gi];
+      int8_t* out = q + size_t(f0 + gi) * size_t(g);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      int k = 0;
+      for (; k + 16 <= g; k += 16) {
+        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_loadu_ps(xg + k), inv), lo, hi);
+        const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_loadu_ps(xg + k + 8), inv), lo, hi);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + k), pack16(v0, v1));
+      }
+      if (k < g) {
+        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_loadu_ps(xg + k), inv), lo, hi);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k), pack8(v0));
+      }
+    }
+  }
+  return -1;
+}
+
+SKV_AVX2 int q4_rows_f(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q4_rows(x, stride, rows, d, g, packed, params);
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
+  const __m128i nib = _mm_set1_epi16(0x1001);
+  const __m256 zero = _mm256_setzero_ps();
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalkF walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
+    const int ng = std::min(8, total - f0);
+    const float* src[8];
+    __m256 vmn[8], vmx[8], m[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi >= ng) {
+        vmn[gi] = vmx[gi] = m[gi] = zero;
+        continue;
+      }
+      const float* xg = src[gi] = walk.next();
+      __m256 mn = _mm256_loadu_ps(xg), mx = mn;
+      __m256i a = _mm256_and_si256(_mm256_castps_si256(mn), absmask);
+      for (int k = 8; k < g; k += 8) {
+        const __m256 v = _mm256_loadu_ps(xg + k);
+        mn = _mm256_min_ps(mn, v);
+        mx = _mm256_max_ps(mx, v);
+        a = _mm256_max_epu32(a, _mm256_and_si256(_mm256_castps_si256(v), absmask));
+      }
+      vmn[gi] = mn;
+      vmx[gi] = mx;
+      m[gi] = _mm256_castsi256_ps(a);
+    }
+    const __m256 a = lanes_reduce8(m, MaxU32{});
+    const __m256i bad = _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_set1_epi32(0x7f7fffff));
+    const __m256 mn = _mm256_add_ps(lanes_reduce8(vmn, MinF{}), zero);
+    const __m256 mx = _mm256_add_ps(lanes_reduce8(vmx, MaxF{}), zero);
+    const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
+                                   _mm256_set1_ps(kF16Max));
+    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    // Per group: a non-finite value, or a minimum beyond FP16 range (one bit per group).
+    const __m128i minf16 = _mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+    const int minf = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cvtepi16_epi32(minf16)));
+    if (const int mask = (_mm256_movemask_ps(_mm256_castsi256_ps(bad)) | minf) & ((1 << ng) - 1))
+      return (f0 + __builtin_ctz(unsigned(mask))) / per_row;
+    const __m256 sv = _mm256_cvtph_ps(s16);
+    alignas(32) float invs[8], ms[8];
+    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
+    alignas(16) uint16_t pr[16];
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
+    _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
+    std::memcpy(params + 2 * f0, pr, size_t(ng) * 4);
+    for (int gi = 0; gi < ng; ++gi) {
+      const float* xg = src[gi];
+      const __m256 vm = _mm256_set1_ps(ms[gi]);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      uint8_t* out = packed + size_t(f0 + gi) * size_t(g / 2);
+      int k = 0;
+      for (; k + 16 <= g; k += 16) {
+        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+        const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k + 8), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack16(v0, v1), nib);
+        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
+      }
+      if (k < g) {
+        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+        const __m128i w = _mm_maddubs_epi16(pack8(v0), nib);
+        const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+        std::memcpy(out + k / 2, &b, 4);
+      }
+    }
+  }
+  return -1;
+}
+
 }  // namespace
 
 const RowKernels* row_kernels_avx2() noexcept {
@@ -583,7 +750,8 @@ const RowKernels* row_kernels_avx2() noexcept {
                             f32_to_bf16_row, q8_h,
                             q4_h,            dq8_h,
                             dq4_h,           q8_h_rows,
-                            q4_h_rows};
+                            q4_h_rows,       q8_rows_f,
+                            q4_rows_f};
   return cpu_has_avx2_fma_f16c() ? &k : nullptr;
 }
 

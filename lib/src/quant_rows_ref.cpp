@@ -121,6 +121,21 @@ int q4_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int 
   return -1;
 }
 
+int q8_rows(const float* x, size_t stride, int rows, int d, int g, int8_t* q, uint16_t* scales) {
+  for (int r = 0; r < rows; ++r)
+    if (!q8(x + size_t(r) * stride, d, g, q + size_t(r) * size_t(d), scales + size_t(r) * size_t(d / g)))
+      return r;
+  return -1;
+}
+
+int q4_rows(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
+  for (int r = 0; r < rows; ++r)
+    if (!q4(x + size_t(r) * stride, d, g, packed + size_t(r) * size_t(d / 2),
+            params + size_t(r) * size_t(2 * (d / g))))
+      return r;
+  return -1;
+}
+
 }  // namespace
 
 const RowKernels& row_kernels_ref() noexcept {
@@ -131,7 +146,8 @@ const RowKernels& row_kernels_ref() noexcept {
                             f32_to_bf16_row, q8_h,
                             q4_h,            dq8_h,
                             dq4_h,           q8_h_rows,
-                            q4_h_rows};
+                            q4_h_rows,       q8_rows,
+                            q4_rows};
   return k;
 }
 

@@ -84,6 +84,12 @@ void rotate_best(float* x, const float* cs, const float* sn, int half, int step,
 
 }  // namespace
 
+void rope_rotate(float* x, const float* cs, const float* sn, int half, bool gptj, bool undo) {
+  const int step = gptj ? 2 : 1, off = gptj ? 1 : half;
+  if (undo) rotate_best<true>(x, cs, sn, half, step, off);
+  else rotate_best<false>(x, cs, sn, half, step, off);
+}
+
 void RopeTable::apply(float* x, const float* cs, const float* sn) const {
   const int step = style_ == RopeStyle::gptj ? 2 : 1, off = style_ == RopeStyle::gptj ? 1 : half_;
   rotate_best<false>(x, cs, sn, half_, step, off);

@@ -19,6 +19,18 @@ class RopeTable {
   void angles(int64_t p, float* cs, float* sn) const;
   void apply(float* x, const float* cs, const float* sn) const;  // rotate by +angle
   void undo(float* x, const float* cs, const float* sn) const;   // rotate by -angle
+  // The cached cos / sin of position p in place (null when p is not cached): no copy per row.
+  const float* cached_cos(int64_t p) const {
+    return p >= cached_first_ && p - cached_first_ < cached_count_
+               ? cached_cs_.data() + size_t(p - cached_first_) * size_t(half_)
+               : nullptr;
+  }
+  const float* cached_sin(int64_t p) const {
+    return p >= cached_first_ && p - cached_first_ < cached_count_
+               ? cached_sn_.data() + size_t(p - cached_first_) * size_t(half_)
+               : nullptr;
+  }
+  RopeStyle style() const { return style_; }
 
  private:
   std::vector<double> inv_freq_;
@@ -27,5 +39,9 @@ class RopeTable {
   RopeStyle style_;
   int half_;
 };
+
+// The rotation itself, the scalar ground truth (formats/skv.md): pairs (j, j + half) for NeoX,
+// (2j, 2j + 1) for GPT-J, each a*c -/+ b*s with one fmaf. undo rotates by -angle.
+void rope_rotate(float* x, const float* cs, const float* sn, int half, bool gptj, bool undo);
 
 }  // namespace skv::detail

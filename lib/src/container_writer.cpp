@@ -543,14 +543,15 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     };
     start(jobs[0], 0);
     parallel_for(2 * g.H, opts.threads, [&](int task) { heads(jobs[0], task); });
-    const int threads = opts.threads > 0 ? opts.threads : default_threads();
-    const bool overlap = claims || threads > 1;
+    // Into claimed memory (the whole output is in memory anyway) layer l is hashed while l+1 is
+    // quantized. A streaming sink (pipe, file) keeps one set of buffers and the source's pages of
+    // one layer at a time instead: a pipe's memory stays bounded by about one layer.
+    const bool overlap = claims;
     if (!overlap) {
-      // One thread writing out of scratch memory: nothing to overlap, so one set of buffers.
       for (int l = 0; l < g.L; ++l) {
         if (l > 0) {
           start(jobs[0], l);
-          for (int task = 0; task < 2 * g.H; ++task) heads(jobs[0], task);
+          parallel_for(2 * g.H, opts.threads, [&](int task) { heads(jobs[0], task); });
         }
         enc.seal(jobs[0], sink);
         if (opts.layer_done) opts.layer_done(l);

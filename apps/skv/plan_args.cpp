@@ -43,7 +43,7 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
   sub.add_option("--probe", a.probe_file,
                  "Result of skv probe (JSON); INT4 is avoided when it says int4_safe: false");
   sub.add_option("--key-transform", a.key_transform,
-                 "Keys before quantizing: auto (the lowest measured error), none, centre "
+                 "Keys before quantizing: auto (measured: each step none -> centre -> prerope must cut the key error by a quarter), none, centre "
                  "(per-channel mean removed), prerope (undo RoPE, centre; needs rope_theta/rope_style)")
       ->check(CLI::IsMember({"auto", "none", "centre", "prerope"}));
   sub.add_option("--int8-group", a.int8_group, "Elements per INT8 scale (0 = head_dim)")

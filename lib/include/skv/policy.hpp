@@ -38,9 +38,10 @@ struct PolicyOptions {
   bool int4_safe = true;
   bool kv_split = true;      // distortion-aware: K and V of a token may take different tiers
   bool allow_drop = true;    // distortion-aware: may drop tokens when that beats quantizing
-  // Key transform for quantized keys; nullopt = choose automatically: the transform with the
-  // lowest measured (query-weighted) key error on a sample of unpinned tokens; prerope_centre
-  // is considered only when rope_theta and rope_style are known.
+  // Key transform for quantized keys; nullopt = choose automatically from the measured
+  // (query-weighted) key error on a sample of unpinned tokens, going none -> centre ->
+  // prerope_centre while each step cuts the error by at least a quarter (each costs codec time);
+  // prerope_centre is considered only when rope_theta and rope_style are known.
   std::optional<KeyTransform> key_transform;
   QuantSettings quant;       // groups and zstd level; key_transform is set by the policy
   ErrorOptions errors;       // distortion model (analytic or exact quantizer errors)

@@ -392,7 +392,7 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
       for (int t : sample) {
         detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
         to_key_space(s, k.data(), t, centre);
-        acc += group_error(k.data(), D, s.g8, w, false, true) + group_error(k.data(), D, s.g4, w, true, true);
+        acc += group_error(k.data(), D, s.g8, w, false, false) + group_error(k.data(), D, s.g4, w, true, false);
       }
       per[i * tasks + size_t(l) * H + h] = acc;
     }

@@ -112,7 +112,7 @@ struct ErrorOptions {
 Distortion measure_distortion(const KvCache& cache, const Scores& scores, const QuantSettings& quant,
                               const ErrorOptions& o = {});
 
-// Query-weighted squared key error (INT8 + INT4, summed) of a sample of unpinned tokens under
+// Query-weighted squared key error (INT8 + INT4, summed; ErrorModel::analytic) of a sample of unpinned tokens under
 // each key transform, indexed by KeyTransform; -1 where the transform is unavailable
 // (prerope_centre without rope_theta and a known rope_style). One walk over the cache measures
 // every transform; layer_done (may be empty) runs as for ErrorOptions::layer_done.

@@ -59,6 +59,25 @@ SKV_AVX2 inline __m256 round_clamp(__m256 v, __m256 lo, __m256 hi) {
                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+// Packs one INT4 group of f32 values: q = clamp(round((x - m) * inv), 0, 15), two per byte.
+SKV_AVX2 inline void pack_q4_group(const float* xg, int g, __m256 vm, __m256 inv, uint8_t* out) {
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
+  const __m128i nib = _mm_set1_epi16(0x1001);  // bytes (1, 16): b[2i] + 16 * b[2i+1]
+  int k = 0;
+  for (; k + 16 <= g; k += 16) {
+    const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+    const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k + 8), vm), inv), lo, hi);
+    const __m128i w = _mm_maddubs_epi16(pack16(v0, v1), nib);
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
+  }
+  if (k < g) {
+    const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+    const __m128i w = _mm_maddubs_epi16(pack8(v0), nib);
+    const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+    std::memcpy(out + k / 2, &b, 4);
+  }
+}
+
 SKV_AVX2 bool q8(const float* x, int d, int g, int8_t* q, uint16_t* scales) {
   if (g % 8) return row_kernels_ref().q8(x, d, g, q, scales);
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
@@ -95,8 +114,6 @@ SKV_AVX2 bool q8(const float* x, int d, int g, int8_t* q, uint16_t* scales) {
 SKV_AVX2 bool q4(const float* x, int d, int g, uint8_t* packed, uint16_t* params) {
   if (g % 8) return row_kernels_ref().q4(x, d, g, packed, params);
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
-  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
-  const __m128i nib = _mm_set1_epi16(0x1001);  // bytes (1, 16): b[2i] + 16 * b[2i+1]
   for (int i = 0, j = 0; i < d; i += g, j += 2) {
     const float* xg = x + i;
     __m256 vmn = _mm256_loadu_ps(xg), vmx = vmn;
@@ -116,20 +133,7 @@ SKV_AVX2 bool q4(const float* x, int d, int g, uint8_t* packed, uint16_t* params
     const float s = from_f16(s16);
     const __m256 vm = _mm256_set1_ps(from_f16(m16));
     const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
-    uint8_t* out = packed + i / 2;
-    int k = 0;
-    for (; k + 16 <= g; k += 16) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
-      const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k + 8), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack16(v0, v1), nib);
-      _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
-    }
-    if (k < g) {
-      const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
-      const __m128i w = _mm_maddubs_epi16(pack8(v0), nib);
-      const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
-      std::memcpy(out + k / 2, &b, 4);
-    }
+    pack_q4_group(xg, g, vm, inv, packed + i / 2);
     params[j] = s16;
     params[j + 1] = m16;
   }
@@ -669,8 +673,6 @@ SKV_AVX2 int q8_rows_f(const float* x, size_t stride, int rows, int d, int g, in
 SKV_AVX2 int q4_rows_f(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
   if (g % 8) return row_kernels_ref().q4_rows(x, stride, rows, d, g, packed, params);
   const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
-  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
-  const __m128i nib = _mm_set1_epi16(0x1001);
   const __m256 zero = _mm256_setzero_ps();
   const int per_row = d / g, total = rows * per_row;
   GroupWalkF walk{x, stride, g, per_row};
@@ -721,20 +723,7 @@ SKV_AVX2 int q4_rows_f(const float* x, size_t stride, int rows, int d, int g, ui
       const float* xg = src[gi];
       const __m256 vm = _mm256_set1_ps(ms[gi]);
       const __m256 inv = _mm256_set1_ps(invs[gi]);
-      uint8_t* out = packed + size_t(f0 + gi) * size_t(g / 2);
-      int k = 0;
-      for (; k + 16 <= g; k += 16) {
-        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
-        const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k + 8), vm), inv), lo, hi);
-        const __m128i w = _mm_maddubs_epi16(pack16(v0, v1), nib);
-        _mm_storel_epi64(reinterpret_cast<__m128i*>(out + k / 2), _mm_packus_epi16(w, w));
-      }
-      if (k < g) {
-        const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
-        const __m128i w = _mm_maddubs_epi16(pack8(v0), nib);
-        const int b = _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
-        std::memcpy(out + k / 2, &b, 4);
-      }
+      pack_q4_group(xg, g, vm, inv, packed + size_t(f0 + gi) * size_t(g / 2));
     }
   }
   return -1;

@@ -3,12 +3,12 @@
 #include <cmath>
 #include <functional>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <vector>
 
 #include "layer_walk.hpp"
 #include "policy_detail.hpp"
+#include "scratch_pool.hpp"
 #include "skv/allocate.hpp"
 #include "skv/error.hpp"
 #include "skv/half.hpp"
@@ -234,25 +234,17 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
   const size_t layer_terms = size_t(H) * T;
   std::vector<std::array<float, 5>> terms(size_t(G) * layer_terms);  // v INT8, v INT4, k INT8, k INT4, drop
   std::vector<uint8_t> finite(terms.size());
-  // Row buffers (2 x tokens x head_dim floats) are reused across tasks: fresh ones per task cost
-  // a page fault per 4 KiB.
+  // Row buffers (2 x tokens x head_dim floats), reused across tasks.
   struct Rows {
     std::vector<float> k, v;
   };
-  std::mutex spare_mutex;
-  std::vector<std::unique_ptr<Rows>> spare;
+  detail::ScratchPool<Rows> pool;
   auto head_terms = [&](int l, int h) {
-    std::unique_ptr<Rows> rows;
-    {
-      std::lock_guard lock(spare_mutex);
-      if (!spare.empty()) {
-        rows = std::move(spare.back());
-        spare.pop_back();
-      }
-    }
-    if (!rows) rows.reset(new Rows{std::vector<float>(size_t(T) * D), std::vector<float>(size_t(T) * D)});
+    std::unique_ptr<Rows> rows = pool.take();
     std::vector<float>& K = rows->k;
     std::vector<float>& V = rows->v;
+    K.resize(size_t(T) * D);
+    V.resize(size_t(T) * D);
     const KvLayer& kl = c.layers[size_t(l)];
     std::array<float, 5>* out = &terms[size_t(l % G) * layer_terms + size_t(h) * T];
     uint8_t* ok = &finite[size_t(l % G) * layer_terms + size_t(h) * T];
@@ -330,8 +322,7 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       if (!sc.top.empty()) sig[size_t(t)] = {float(x8), float(x4)};
     }
     if (!sc.top.empty() && o.top1_cost > 0) add_top1_terms(sc, l, h, o.top1_cost, sig, ok, out);
-    std::lock_guard lock(spare_mutex);
-    spare.push_back(std::move(rows));
+    pool.give(std::move(rows));
   };
   auto sum_heads = [&](int l0, int n) {
     for (int l = l0; l < l0 + n; ++l) {

@@ -4,13 +4,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <memory>
-#include <mutex>
 #include <numeric>
 
 #include "blas_threads.hpp"
 #include "layer_walk.hpp"
 #include "policy_detail.hpp"
+#include "scratch_pool.hpp"
 #include "skv/error.hpp"
 
 namespace skv {
@@ -45,32 +44,11 @@ void pool_row(std::vector<float>& x, Pool pool, int kernel) {
 // Also the second-moment weights of Scores::quant_weight / drop_weight.
 constexpr int kTopK = 16;  // candidates kept per query: enough for any gap a quantizer can close
 
-// Work buffers of one head, reused across heads: fresh ones cost a page fault per 4 KiB, which
-// at 32 k tokens is more than the arithmetic.
+// Work buffers of one head, reused across heads (detail::ScratchPool).
 struct Scratch {
   std::vector<float> K, V, Q, S, O;
   std::vector<uint8_t> absent, live;
   std::vector<int> idx;
-};
-
-// Hands each task a Scratch; at most one per thread is ever created.
-class ScratchPool {
- public:
-  std::unique_ptr<Scratch> take() {
-    std::lock_guard lock(mutex_);
-    if (spare_.empty()) return std::make_unique<Scratch>();
-    std::unique_ptr<Scratch> s = std::move(spare_.back());
-    spare_.pop_back();
-    return s;
-  }
-  void give(std::unique_ptr<Scratch> s) {
-    std::lock_guard lock(mutex_);
-    spare_.push_back(std::move(s));
-  }
-
- private:
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<Scratch>> spare_;
 };
 
 struct HeadAttention {
@@ -255,7 +233,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       out.group_queries = s.q_heads / H * s.window;
       out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
     }
-    ScratchPool pool;
+    detail::ScratchPool<Scratch> pool;
     const detail::SingleThreadedBlas one_blas_thread;
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {

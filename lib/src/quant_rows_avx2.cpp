@@ -59,6 +59,28 @@ SKV_AVX2 inline __m256 round_clamp(__m256 v, __m256 lo, __m256 hi) {
                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
 
+// The f16 scales of up to 8 groups (one lane each): f16(min(range / steps, 65504)). min(t, 65504)
+// equals the scalar "65504 < t ? 65504 : t" for every non-NaN t.
+SKV_AVX2 inline __m128i f16_scales(__m256 range, float steps) {
+  const __m256 t = _mm256_min_ps(_mm256_div_ps(range, _mm256_set1_ps(steps)), _mm256_set1_ps(kF16Max));
+  return _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+
+// 1 / scale per group (0 where the scale is 0), as the scalar kernels compute it.
+SKV_AVX2 inline void store_inverses(__m128i s16, float* invs) {
+  const __m256 sv = _mm256_cvtph_ps(s16);
+  _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv),
+                                      _mm256_cmp_ps(sv, _mm256_setzero_ps(), _CMP_GT_OQ)));
+}
+
+// The first ng INT4 (scale, minimum) pairs, interleaved as the container stores them.
+SKV_AVX2 inline void store_q4_params(__m128i s16, __m128i m16, int ng, uint16_t* params) {
+  alignas(16) uint16_t pr[16];
+  _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
+  _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
+  std::memcpy(params, pr, size_t(ng) * 4);
+}
+
 // Packs one INT4 group of f32 values: q = clamp(round((x - m) * inv), 0, 15), two per byte.
 SKV_AVX2 inline void pack_q4_group(const float* xg, int g, __m256 vm, __m256 inv, uint8_t* out) {
   const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(15.0f);
@@ -342,7 +364,6 @@ SKV_AVX2 int q8_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int 
   const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
   const __m128i lo8 = _mm_set1_epi8(-127), hi8 = _mm_set1_epi8(127);
   const __m256i lo32 = _mm256_set1_epi8(-127);
-  const __m256 zero = _mm256_setzero_ps();
   const int per_row = d / g, total = rows * per_row;
   GroupWalk walk{x, stride, g, per_row};
   for (int f0 = 0; f0 < total; f0 += 8) {
@@ -367,12 +388,9 @@ SKV_AVX2 int q8_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int 
     const __m128i bad = _mm_cmpeq_epi16(_mm_max_epu16(abits, _mm_set1_epi16(int16_t(kInfBits<BF>))), abits);
     if (const int mask = _mm_movemask_epi8(bad) & ((1 << (2 * ng)) - 1))
       return (f0 + __builtin_ctz(unsigned(mask)) / 2) / per_row;
-    const __m256 t = _mm256_min_ps(_mm256_div_ps(halves_to_f32<BF>(abits), _mm256_set1_ps(127.0f)),
-                                   _mm256_set1_ps(kF16Max));
-    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 sv = _mm256_cvtph_ps(s16);
+    const __m128i s16 = f16_scales(halves_to_f32<BF>(abits), 127.0f);
     alignas(32) float invs[8];
-    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    store_inverses(s16, invs);
     alignas(16) uint16_t sc[8];
     _mm_store_si128(reinterpret_cast<__m128i*>(sc), s16);
     std::memcpy(scales + f0, sc, size_t(ng) * 2);
@@ -432,24 +450,16 @@ SKV_AVX2 int q4_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int 
     const __m256 zero = _mm256_setzero_ps();
     const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(kmn)), zero);
     const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(kmx)), zero);
-    // min(t, 65504) equals the scalar "65504 < t ? 65504 : t" for every non-NaN t.
-    const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
-                                   _mm256_set1_ps(kF16Max));
-    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i s16 = f16_scales(_mm256_sub_ps(mx, mn), 15.0f);
     const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const int minf = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)),
                                                        _mm_set1_epi16(0x7c00)));
     // The first group (so the first row) with a non-finite value or an unstorable minimum.
     if (const int mask = (_mm_movemask_epi8(bad) | minf) & valid) return (f0 + __builtin_ctz(unsigned(mask)) / 2) / per_row;
-    const __m256 sv = _mm256_cvtph_ps(s16);
     alignas(32) float invs[8], ms[8];
-    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv),
-                                        _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    store_inverses(s16, invs);
     _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
-    alignas(16) uint16_t pr[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
-    _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
-    std::memcpy(params + 2 * f0, pr, size_t(ng) * 4);
+    store_q4_params(s16, m16, ng, params + 2 * f0);
     for (int gi = 0; gi < ng; ++gi) {
       const uint16_t* xg = src[gi];
       const __m256 vm = _mm256_set1_ps(ms[gi]);
@@ -643,11 +653,9 @@ SKV_AVX2 int q8_rows_f(const float* x, size_t stride, int rows, int d, int g, in
     const __m256i bad = _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_set1_epi32(0x7f7fffff));
     if (const int mask = _mm256_movemask_ps(_mm256_castsi256_ps(bad)) & ((1 << ng) - 1))
       return (f0 + __builtin_ctz(unsigned(mask))) / per_row;
-    const __m256 t = _mm256_min_ps(_mm256_div_ps(a, _mm256_set1_ps(127.0f)), _mm256_set1_ps(kF16Max));
-    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __m256 sv = _mm256_cvtph_ps(s16);
+    const __m128i s16 = f16_scales(a, 127.0f);
     alignas(32) float invs[8];
-    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    store_inverses(s16, invs);
     alignas(16) uint16_t sc[8];
     _mm_store_si128(reinterpret_cast<__m128i*>(sc), s16);
     std::memcpy(scales + f0, sc, size_t(ng) * 2);
@@ -702,23 +710,17 @@ SKV_AVX2 int q4_rows_f(const float* x, size_t stride, int rows, int d, int g, ui
     const __m256i bad = _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_set1_epi32(0x7f7fffff));
     const __m256 mn = _mm256_add_ps(lanes_reduce8(vmn, MinF{}), zero);
     const __m256 mx = _mm256_add_ps(lanes_reduce8(vmx, MaxF{}), zero);
-    const __m256 t = _mm256_min_ps(_mm256_div_ps(_mm256_sub_ps(mx, mn), _mm256_set1_ps(15.0f)),
-                                   _mm256_set1_ps(kF16Max));
-    const __m128i s16 = _mm256_cvtps_ph(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i s16 = f16_scales(_mm256_sub_ps(mx, mn), 15.0f);
     const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     // Per group: a non-finite value, or a minimum beyond FP16 range (one bit per group).
     const __m128i minf16 = _mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
     const int minf = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cvtepi16_epi32(minf16)));
     if (const int mask = (_mm256_movemask_ps(_mm256_castsi256_ps(bad)) | minf) & ((1 << ng) - 1))
       return (f0 + __builtin_ctz(unsigned(mask))) / per_row;
-    const __m256 sv = _mm256_cvtph_ps(s16);
     alignas(32) float invs[8], ms[8];
-    _mm256_store_ps(invs, _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), sv), _mm256_cmp_ps(sv, zero, _CMP_GT_OQ)));
+    store_inverses(s16, invs);
     _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
-    alignas(16) uint16_t pr[16];
-    _mm_store_si128(reinterpret_cast<__m128i*>(pr), _mm_unpacklo_epi16(s16, m16));
-    _mm_store_si128(reinterpret_cast<__m128i*>(pr + 8), _mm_unpackhi_epi16(s16, m16));
-    std::memcpy(params + 2 * f0, pr, size_t(ng) * 4);
+    store_q4_params(s16, m16, ng, params + 2 * f0);
     for (int gi = 0; gi < ng; ++gi) {
       const float* xg = src[gi];
       const __m256 vm = _mm256_set1_ps(ms[gi]);

@@ -80,37 +80,22 @@ void BM_encode(benchmark::State& st) {
   st.SetLabel(tier_name(Tier(st.range(0))));
 }
 
-void BM_decode(benchmark::State& st) {
-  const Synthetic& s = synthetic();
-  const Plan p = Plan::uniform(s.cache.shape.layers, s.cache.shape.tokens, Tier(st.range(0)));
-  VectorSink sink;
-  encode(s.cache, p, sink, {});
-  for (auto _ : st) {
-    SpanSource src(sink.bytes);
-    ContainerReader r(src, "bench");
-    r.set_threads(1);
-    DecodedLayer d;
-    while (r.next_layer(d)) benchmark::DoNotOptimize(d.k.data.data());
-  }
-  st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(s.cache.shape.fp16_bytes()));
-  st.SetLabel(tier_name(Tier(st.range(0))));
-}
-
-// As BM_decode through a plain ByteSource (as a pipe or file stream reads): each payload is
-// copied into the reader's buffer first, where an in-memory SpanSource is used in place.
+// Decoding through an in-memory SpanSource (payloads used in place) or, as a pipe or file stream
+// reads, through a plain ByteSource (each payload copied into the reader's buffer first).
 struct StreamSource final : ByteSource {
   SpanSource inner;
   explicit StreamSource(std::span<const std::byte> b) : inner(b) {}
   size_t read(void* dst, size_t n) override { return inner.read(dst, n); }
 };
 
-void BM_decode_stream(benchmark::State& st) {
+template <class Source>
+void decode_from(benchmark::State& st) {
   const Synthetic& s = synthetic();
   const Plan p = Plan::uniform(s.cache.shape.layers, s.cache.shape.tokens, Tier(st.range(0)));
   VectorSink sink;
   encode(s.cache, p, sink, {});
   for (auto _ : st) {
-    StreamSource src(sink.bytes);
+    Source src(sink.bytes);
     ContainerReader r(src, "bench");
     r.set_threads(1);
     DecodedLayer d;
@@ -119,6 +104,9 @@ void BM_decode_stream(benchmark::State& st) {
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(s.cache.shape.fp16_bytes()));
   st.SetLabel(tier_name(Tier(st.range(0))));
 }
+
+void BM_decode(benchmark::State& st) { decode_from<SpanSource>(st); }
+void BM_decode_stream(benchmark::State& st) { decode_from<StreamSource>(st); }
 
 void BM_memcpy(benchmark::State& st) {
   const Synthetic& s = synthetic();

@@ -54,6 +54,14 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
   sub.add_option("--zstd", a.zstd_level,
                  "zstd level for every stream (0 = off); a stream stays raw when zstd does not shrink it")
       ->check(CLI::Range(0, 22));
+  sub.add_option("--plan", a.plan,
+                 "Planning effort: fast (default: attention from a sample of the window queries, about "
+                 "an encode pass) or thorough (every window query; several times slower)")
+      ->check(CLI::IsMember({"fast", "thorough"}));
+  sub.add_option("--plan-queries", a.plan_queries,
+                 "Window queries per kv head that fast planning scores (default " + std::to_string(kPlanQueries) +
+                     "; 0 = all, as --plan thorough)")
+      ->check(CLI::NonNegativeNumber);
   sub.add_option("--pdtrim-front", a.pdtrim_front, "pdtrim: share of kept tokens taken from the front")
       ->check(CLI::Range(0.0, 1.0));
 }
@@ -174,6 +182,7 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a, const std::functi
   if (a.key_transform != "auto") o.key_transform = parse_transform(a.key_transform);
   o.quant = quant;
   o.pdtrim_front = a.pdtrim_front;
+  o.plan_queries = plan_queries(a);
   o.threads = a.threads;
   o.layer_done = release_layer;
   r.plan = make_plan(cache, o, &r.report);
@@ -183,8 +192,14 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a, const std::functi
   return r;
 }
 
+int plan_queries(const PlanArgs& a) {
+  if (a.plan == "thorough") return 0;
+  return a.plan_queries >= 0 ? a.plan_queries : kPlanQueries;
+}
+
 ScoreOptions scoring_options(const PlanArgs& a, SideTensor& external) {
   ScoreOptions so;
+  so.query_sample = plan_queries(a);
   so.scorer = *scorer_from_name(a.scorer);
   if (!a.scores_file.empty()) {
     external = open_side_tensor(a.scores_file, "scores");

@@ -29,6 +29,8 @@ struct PlanArgs {
   std::string key_transform = "auto";
   int int8_group = 0, int4_group = -1 /* auto */, zstd_level = 0;
   double pdtrim_front = 0.5;
+  std::string plan = "fast";  // fast: a sample of window queries; thorough: all of them
+  int plan_queries = -1;      // -1 = the library default (skv::kPlanQueries)
   int threads = 0;
 };
 
@@ -46,6 +48,9 @@ struct PlanResult {
 // dump can drop that layer's pages (see PolicyOptions::layer_done).
 PlanResult build_plan(const KvCache& cache, const PlanArgs& a,
                       const std::function<void(int)>& release_layer = {});
+// Window queries per kv head the plan scores (PolicyOptions::plan_queries): 0 for --plan thorough.
+int plan_queries(const PlanArgs& a);
+
 // The scoring options build_plan hands the policy (so `skv score` shows the scores the policy
 // saw). `external` keeps a --scores file mapped while the options point into it.
 ScoreOptions scoring_options(const PlanArgs& a, SideTensor& external);

@@ -97,14 +97,19 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
                    ((pk == PolicyKind::spectrum || pk == PolicyKind::greedy) && o.int4_safe);
   const bool quantizes = spectrum || pk == PolicyKind::greedy || pk == PolicyKind::int8 || pk == PolicyKind::int4;
 
-  // Scores (and pinned tokens).
+  // Scores (and pinned tokens). The distortion-aware policies with attention scoring take their
+  // weights inside the fused error pass instead (one read of the cache, no Scores kept).
   auto t0 = Clock::now();
   Scores sc;
-  const bool needs_scores = spectrum || pk == PolicyKind::greedy || pk == PolicyKind::snapkv;
+  const bool has_q = s.window > 0 && s.q_heads > 0 && c.layers[0].q.has_value();
+  const Scorer scorer = o.scoring.scorer == Scorer::auto_ ? (has_q ? Scorer::attention : Scorer::keynorm) : o.scoring.scorer;
+  const bool fused = spectrum && scorer == Scorer::attention && has_q;
+  const bool needs_scores = !fused && (spectrum || pk == PolicyKind::greedy || pk == PolicyKind::snapkv);
+  ScoreOptions so = o.scoring;
+  so.query_sample = o.plan_queries;
+  so.threads = o.threads;
+  if (o.layer_done) so.layer_done = o.layer_done;
   if (needs_scores) {
-    ScoreOptions so = o.scoring;
-    so.threads = o.threads;
-    if (o.layer_done) so.layer_done = o.layer_done;
     sc = score_tokens(c, so);
     r.scorer = sc.used;
     r.per_layer = sc.rows > 1;
@@ -112,6 +117,10 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     sc.tokens = T;
     sc.pinned.assign(size_t(T), 0);
     for (int t = 0; t < std::min(o.scoring.sinks, T); ++t) sc.pinned[size_t(t)] = 1;
+    if (fused) {
+      for (int t = std::max(0, T - o.scoring.recent); t < T; ++t) sc.pinned[size_t(t)] = 1;
+      r.scorer = Scorer::attention;
+    }
   }
   r.seconds_score = since(t0);
 
@@ -214,7 +223,7 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     ErrorOptions eo = o.errors;
     eo.threads = o.threads;
     if (o.layer_done) eo.layer_done = o.layer_done;
-    const Distortion d = measure_distortion(c, sc, q, eo);
+    const Distortion d = fused ? measure_distortion_fused(c, so, q, eo) : measure_distortion(c, sc, q, eo);
     r.seconds_errors = since(te);
     t0 = Clock::now();
     AllocOptions ao;

@@ -7,8 +7,9 @@
 #include <numeric>
 
 #include "blas_threads.hpp"
+#include "head_pass.hpp"
 #include "layer_walk.hpp"
-#include "policy_detail.hpp"
+#include "row_convert.hpp"
 #include "scratch_pool.hpp"
 #include "skv/error.hpp"
 
@@ -24,147 +25,6 @@ void normalise(float* x, int n) {
   }
   const float inv = float(1.0 / s);
   for (int i = 0; i < n; ++i) x[i] *= inv;
-}
-
-void pool_row(std::vector<float>& x, Pool pool, int kernel) {
-  if (pool == Pool::none || kernel <= 1) return;
-  const int n = int(x.size()), r = kernel / 2;
-  std::vector<float> out(x.size());
-  for (int i = 0; i < n; ++i) {
-    const int lo = std::max(0, i - r), hi = std::min(n - 1, i + r);
-    float m = pool == Pool::max ? x[lo] : 0.0f;
-    for (int j = lo; j <= hi; ++j) m = pool == Pool::max ? std::max(m, x[j]) : m + x[j];
-    out[i] = pool == Pool::max ? m : m / float(kernel);  // avg: zero padding, as avg_pool1d
-  }
-  x.swap(out);
-}
-
-// Observation-window attention of one (layer, kv head), summed over the window and the group's
-// query heads: softmax(q K^T / sqrt(d)) with query i at position T - W + i seeing tokens <= it.
-// Also the second-moment weights of Scores::quant_weight / drop_weight.
-constexpr int kTopK = 16;  // candidates kept per query: enough for any gap a quantizer can close
-
-// Work buffers of one head, reused across heads (detail::ScratchPool).
-struct Scratch {
-  std::vector<float> K, V, Q, S, O;
-  std::vector<uint8_t> absent, live;
-  std::vector<int> idx;
-};
-
-struct HeadAttention {
-  std::vector<float> share, quant, drop;  // [tokens] each
-  std::vector<Scores::Top> top;           // [G * W, kTopK]
-  double uniform = 0;                     // Scores::uniform_weight of the head
-};
-
-void head_attention(const KvCache& c, int l, int h, Scratch& sc, HeadAttention& out) {
-  const KvShape& s = c.shape;
-  const int T = s.tokens, D = s.head_dim, W = s.window, G = s.q_heads / s.kv_heads;
-  const TensorView& qv = *c.layers[size_t(l)].q;
-  const size_t qes = dtype_size(qv.dtype);
-  std::vector<float>&K = sc.K, &V = sc.V, &Q = sc.Q;
-  K.resize(size_t(T) * D);
-  V.resize(size_t(T) * D);
-  Q.resize(size_t(G) * W * D);
-  // Tokens a source mask marks absent take no part in the softmax (as in attention_metrics).
-  std::vector<uint8_t>& absent = sc.absent;
-  absent.assign(size_t(T), 0);
-  if (const auto& mask = c.layers[size_t(l)].mask) {
-    const size_t es = dtype_size(mask->dtype);
-    for (int t = 0; t < T; ++t) absent[size_t(t)] = mask->bytes[size_t(t) * es] == std::byte{0};
-  }
-  double v2 = 0;  // mean |v|^2: the floor of |o|^2, so a near-zero output cannot dominate
-  for (int t = 0; t < T; ++t) {
-    detail::load_row(c.row(l, false, h, t), s.dtype, D, &K[size_t(t) * D]);
-    float* v = &V[size_t(t) * D];
-    detail::load_row(c.row(l, true, h, t), s.dtype, D, v);
-    float r2 = 0;
-    for (int d = 0; d < D; ++d) r2 += v[d] * v[d];
-    if (std::isfinite(r2)) {
-      v2 += r2;
-      continue;
-    }
-    double r = 0;  // a non-finite value must not poison every output; huge ones need doubles
-    for (int d = 0; d < D; ++d) {
-      v[d] = std::isfinite(v[d]) ? v[d] : 0.0f;
-      r += double(v[d]) * v[d];
-    }
-    v2 += r;
-  }
-  const double o2_floor = std::max(1e-2 * v2 / T, 1e-30);
-  for (int g = 0; g < G; ++g)
-    for (int i = 0; i < W; ++i)
-      detail::load_row(qv.bytes.data() + (size_t(h * G + g) * W + i) * D * qes, qv.dtype, D,
-                       &Q[(size_t(g) * W + i) * D]);
-  out.share.assign(size_t(T), 0.0f);
-  out.quant.assign(size_t(T), 0.0f);
-  out.drop.assign(size_t(T), 0.0f);
-  out.top.assign(size_t(G) * W * kTopK, Scores::Top{});
-  std::vector<int>& idx = sc.idx;
-  idx.resize(size_t(T));
-  const int rows = G * W, chunk = 64;
-  std::vector<float>&S = sc.S, &O = sc.O;
-  S.resize(size_t(std::min(rows, chunk)) * T);
-  O.resize(size_t(std::min(rows, chunk)) * D);
-  std::vector<uint8_t>& live = sc.live;
-  live.resize(size_t(std::min(rows, chunk)));
-  for (int r0 = 0; r0 < rows; r0 += chunk) {
-    const int m = std::min(chunk, rows - r0);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, T, D, float(1.0 / std::sqrt(double(D))),
-                &Q[size_t(r0) * D], D, K.data(), D, 0.0f, S.data(), T);
-    for (int r = 0; r < m; ++r) {
-      const int i = (r0 + r) % W;
-      const int last = T - W + i;  // causal: sees tokens 0..last
-      float* row = &S[size_t(r) * T];
-      float mx = -INFINITY;
-      for (int t = 0; t <= last; ++t) {
-        if (absent[size_t(t)] || std::isnan(row[t])) row[t] = -INFINITY;  // a NaN key: no weight
-        mx = std::max(mx, row[t]);
-      }
-      live[size_t(r)] = std::isfinite(mx);
-      if (!live[size_t(r)]) {  // non-finite queries or keys: no information
-        std::fill(row, row + T, 0.0f);
-        continue;
-      }
-      // The query's top candidates by logit (ties: earlier token first, as the metric's argmax).
-      const int n = std::min(kTopK, last + 1);
-      std::iota(idx.begin(), idx.begin() + last + 1, 0);
-      auto before = [row](int a, int b) { return row[a] > row[b] || (row[a] == row[b] && a < b); };
-      std::partial_sort(idx.begin(), idx.begin() + n, idx.begin() + last + 1, before);
-      Scores::Top* top = &out.top[size_t(r0 + r) * kTopK];
-      for (int j = 0; j < n && std::isfinite(row[idx[size_t(j)]]); ++j) top[j] = {idx[size_t(j)], row[idx[size_t(j)]]};
-      double sum = 0;
-      for (int t = 0; t <= last; ++t) {
-        row[t] = std::exp(row[t] - mx);
-        sum += row[t];
-      }
-      const float inv = float(1.0 / sum);
-      for (int t = 0; t <= last; ++t) row[t] *= inv;
-      std::fill(row + last + 1, row + T, 0.0f);
-    }
-    // o_r = p_r V for the chunk's queries.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, T, 1.0f, S.data(), T, V.data(), D, 0.0f,
-                O.data(), D);
-    for (int r = 0; r < m; ++r) {
-      if (!live[size_t(r)]) continue;
-      const int last = T - W + (r0 + r) % W;
-      double o2 = 0;
-      for (int d = 0; d < D; ++d) o2 += double(O[size_t(r) * D + d]) * O[size_t(r) * D + d];
-      const double inv_o2 = 1.0 / std::max(o2, o2_floor);
-      const float* row = &S[size_t(r) * T];
-      int seen = 0;
-      for (int t = 0; t <= last; ++t) seen += !absent[size_t(t)];
-      out.uniform += inv_o2 / (double(seen) * seen);
-      for (int t = 0; t <= last; ++t) {
-        const double p = row[t];
-        out.share[size_t(t)] += row[t];
-        const double q = p * p * inv_o2;
-        out.quant[size_t(t)] += float(q);
-        const double keep = 1.0 - std::min(p, 0.9);  // beyond 0.9 the token *is* the output
-        out.drop[size_t(t)] += float(q / (keep * keep));
-      }
-    }
-  }
 }
 
 void keynorm_head(const KvCache& c, int l, int h, int skip, std::vector<float>& acc) {
@@ -229,29 +89,36 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       out.quant_weight.assign(out.head.size(), 0.0f);
       out.drop_weight.assign(out.head.size(), 0.0f);
       out.uniform_weight.assign(size_t(L) * H, 0.0f);
-      out.top_k = kTopK;
-      out.group_queries = s.q_heads / H * s.window;
-      out.top.assign(size_t(L) * H * size_t(out.group_queries) * kTopK, Scores::Top{});
+      out.top_k = detail::kTopK;
+      out.group_queries = int(detail::sample_queries(s.q_heads / H, s.window, o.query_sample).rows.size());
+      out.top.assign(size_t(L) * H * size_t(out.group_queries) * detail::kTopK, Scores::Top{});
     }
-    detail::ScratchPool<Scratch> pool;
+    detail::ScratchPool<detail::HeadPass> pool;
     const detail::SingleThreadedBlas one_blas_thread;
+    const detail::QuerySample queries =
+        use == Scorer::attention ? detail::sample_queries(s.q_heads / H, s.window, o.query_sample) : detail::QuerySample{};
+    out.query_weight = queries.weight;
+    const std::vector<uint8_t> no_pins;
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {
       const size_t task = size_t(l) * H + h;
       std::vector<float> acc;
       if (use == Scorer::attention) {
-        HeadAttention a;
-        std::unique_ptr<Scratch> scratch = pool.take();
-        head_attention(c, l, h, *scratch, a);
-        pool.give(std::move(scratch));
-        pool_row(a.share, o.pool, o.pool_kernel);
-        pool_row(a.quant, o.pool, o.pool_kernel);
-        pool_row(a.drop, o.pool, o.pool_kernel);
+        std::unique_ptr<detail::HeadPass> scratch = pool.take();
+        detail::HeadPass& a = *scratch;
+        a.load(c, l, h, &queries, nullptr, no_pins);
+        a.attend();
+        a.second(true, nullptr, {}, 0, false);
+        a.weights();
+        detail::pool_row(a.share, o.pool, o.pool_kernel);
+        detail::pool_row(a.quant, o.pool, o.pool_kernel);
+        detail::pool_row(a.drop, o.pool, o.pool_kernel);
         std::copy(a.quant.begin(), a.quant.end(), out.quant_weight.begin() + ptrdiff_t(task * T));
         std::copy(a.drop.begin(), a.drop.end(), out.drop_weight.begin() + ptrdiff_t(task * T));
-        std::copy(a.top.begin(), a.top.end(), out.top.begin() + ptrdiff_t(task * a.top.size()));
+        std::copy(a.top().begin(), a.top().end(), out.top.begin() + ptrdiff_t(task * a.top().size()));
         out.uniform_weight[task] = float(a.uniform);
         acc = std::move(a.share);
+        pool.give(std::move(scratch));
       } else {
         keynorm_head(c, l, h, o.sinks, acc);
       }

@@ -112,9 +112,18 @@ struct ErrorOptions {
 Distortion measure_distortion(const KvCache& cache, const Scores& scores, const QuantSettings& quant,
                               const ErrorOptions& o = {});
 
-// Query-weighted squared key error (INT8 + INT4, summed; ErrorModel::analytic) of a sample of unpinned tokens under
-// each key transform, indexed by KeyTransform; -1 where the transform is unavailable
-// (prerope_centre without rope_theta and a known rope_style). One walk over the cache measures
+// score_tokens() (attention) and measure_distortion() fused into one walk over the cache: each
+// head's rows are read and converted once and its terms taken from its attention at once,
+// without materialising Scores. Gives exactly measure_distortion(cache, score_tokens(cache,
+// scoring), quant, o) (scoring.per_layer and the scores themselves play no part). Needs
+// observation queries; `pinned` (may be null) receives the scorer's pinned tokens.
+Distortion measure_distortion_fused(const KvCache& cache, const ScoreOptions& scoring, const QuantSettings& quant,
+                                    const ErrorOptions& o = {}, std::vector<uint8_t>* pinned = nullptr);
+
+// Query-weighted squared key error (INT8 + INT4, summed, analytic) of a sample of unpinned tokens
+// (about 32k rows over the cache, at least 32 a head, centres taken over the sample) under each
+// key transform, indexed by KeyTransform; -1 where the transform is unavailable (prerope_centre
+// without rope_theta and a known rope_style). Each sampled row is read once and measured under
 // every transform; layer_done (may be empty) runs as for ErrorOptions::layer_done.
 std::array<double, 3> key_transform_errors(const KvCache& cache, const QuantSettings& quant,
                                            const std::vector<uint8_t>& pinned, int threads = 0,

@@ -29,11 +29,18 @@ enum class PolicyKind : uint8_t {
 const char* policy_name(PolicyKind p) noexcept;  // "spectrum", "spectrum3", ...
 std::optional<PolicyKind> policy_from_name(std::string_view name) noexcept;
 
+// Default PolicyOptions::plan_queries.
+inline constexpr int kPlanQueries = 8;
+
 struct PolicyOptions {
   PolicyKind policy = PolicyKind::spectrum;
   // Container bytes / FP16 bytes, in (0, 1]. 0 = no budget: only valid for fp16/int8/int4.
   double budget = 0;
   ScoreOptions scoring;      // scorer, pooling, granularity, sinks, recent pins
+  // Window queries per kv head that attention-based planning scores (ScoreOptions::query_sample,
+  // which this overrides): the attention products are most of a plan's cost. 0 = every window
+  // query (the "thorough" plan). The default keeps planning at about an encode pass.
+  int plan_queries = kPlanQueries;
   // False when a probe found INT4 harmful for this model: spectrum and greedy stay 2-tier.
   bool int4_safe = true;
   bool kv_split = true;      // distortion-aware: K and V of a token may take different tiers

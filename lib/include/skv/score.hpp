@@ -35,6 +35,11 @@ struct ScoreOptions {
   int sinks = 4;              // first tokens pinned to the top tier
   int recent = 0;             // last tokens pinned to the top tier
   std::optional<TensorView> external;  // for Scorer::external
+  // attention: window queries scored per kv head. 0 = all (q_heads / kv_heads x window); else an
+  // evenly spread sample of that many (every query head and the whole window represented), each
+  // standing for the queries it replaces, so weights stay unbiased. The attention products are
+  // most of a plan's cost, and they scale with this count.
+  int query_sample = 0;
   int threads = 0;            // 0 = all cores; results never depend on it
   // Called, on the calling thread, once the scorer has finished reading layer L (attention and
   // keynorm read the cache a few layers at a time, at most `threads`); the caller may drop the
@@ -66,7 +71,8 @@ struct Scores {
     float logit = 0;
   };
   std::vector<Top> top;
-  int top_k = 0, group_queries = 0;
+  int top_k = 0, group_queries = 0;  // group_queries: the queries scored (all, or the sample)
+  float query_weight = 1;            // window queries each scored query stands for
   std::vector<uint8_t> pinned;       // [tokens], 1 = sink or recent
   Scorer used = Scorer::auto_;       // the scorer that actually ran
 

@@ -1,0 +1,176 @@
+#include "plan_kernels.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "cpu_features.hpp"
+#include "plan_kernels_lanes.hpp"
+
+// Hand-written rather than a vector-math library: the loops are short, the exp needs only x <= 0,
+// and writing the portable code over 8 lanes keeps its results equal to the AVX2 kernels'.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define SKV_PLAN_AVX2 1
+#endif
+
+namespace skv::detail {
+namespace {
+
+constexpr int kLanes = 8;
+
+inline bool use_avx2() {
+#ifdef SKV_PLAN_AVX2
+  return cpu_has_avx2_fma_f16c();
+#else
+  return false;
+#endif
+}
+
+float lane_sum(const float* s) {
+  float a = 0;
+  for (int l = 0; l < kLanes; ++l) a += s[l];
+  return a;
+}
+
+}  // namespace
+
+float exp_shifted(float* row, int n, float mx) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::exp_shifted(row, n, mx);
+#endif
+  float s[kLanes] = {};
+  int t = 0;
+  for (; t + kLanes <= n; t += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      const float e = lanes::exp_nonpos(row[t + l] - mx);
+      row[t + l] = e;
+      s[l] += e;
+    }
+  for (int l = 0; t < n; ++t, ++l) {
+    const float e = lanes::exp_nonpos(row[t] - mx);
+    row[t] = e;
+    s[l] += e;
+  }
+  return lane_sum(s);
+}
+
+float mask_and_max(float* row, int n, const uint8_t* absent) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::mask_and_max(row, n, absent);
+#endif
+  float r = -INFINITY;  // max is exact whatever the order
+  for (int t = 0; t < n; ++t) {
+    float x = row[t];
+    x = (x != x || (absent && absent[t])) ? -INFINITY : x;
+    row[t] = x;
+    r = x > r ? x : r;
+  }
+  return r;
+}
+
+void scale_row(float* row, int n, float s) noexcept {
+  for (int t = 0; t < n; ++t) row[t] *= s;
+}
+
+int top_k(const float* row, int n, int k, int32_t* idx, float* val) noexcept {
+  // A sorted list of the best k so far; most values fail the threshold test and cost one compare.
+  int m = 0;
+  float thr = -INFINITY;  // the list's smallest value once it is full
+  for (int t = 0; t < n; ++t) {
+    const float x = row[t];
+    if (!(x > thr) || x == -INFINITY) continue;
+    int i = m < k ? m++ : k - 1;  // full: the last (smallest) entry leaves
+    while (i > 0 && val[i - 1] < x) {  // equal values stay in index order
+      val[i] = val[i - 1];
+      idx[i] = idx[i - 1];
+      --i;
+    }
+    val[i] = x;
+    idx[i] = int32_t(t);
+    if (m == k) thr = val[k - 1];
+  }
+  return m;
+}
+
+void add_weights(const float* p, int n, float w, float* share, float* quant, float* drop) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::add_weights(p, n, w, share, quant, drop);
+#endif
+  lanes::add_weights(p, n, w, share, quant, drop);
+}
+
+bool all_finite(const float* x, int n) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::all_finite(x, n);
+#endif
+  float s[kLanes] = {};  // x * 0 is NaN exactly for NaN and infinities
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) s[l] += x[i + l] * 0.0f;
+  float a = lane_sum(s);
+  for (; i < n; ++i) a += x[i] * 0.0f;
+  return a == 0.0f;
+}
+
+float sum_squares(const float* x, int n) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::sum_squares(x, n);
+#endif
+  float s[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) s[l] += x[i + l] * x[i + l];
+  for (int l = 0; i < n; ++i, ++l) s[l] += x[i] * x[i];
+  return lane_sum(s);
+}
+
+bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
+                double& e8, double& e4, float& dev) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::row_errors(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev);
+#endif
+  e8 = e4 = 0;
+  float am8 = 0, d2[kLanes] = {};
+  for (int s = 0, k = 0; s < n; s += g4, ++k) {
+    float mn = INFINITY, mx = -INFINITY, a = 0;  // min / max / max |y| are exact whatever the order
+    for (int i = 0; i < g4; ++i) {
+      const float y = c ? x[s + i] - c[s + i] : x[s + i];
+      if (!std::isfinite(y)) return false;
+      mn = std::min(mn, y);
+      mx = std::max(mx, y);
+      a = std::max(a, std::fabs(y));
+      const float z = m ? x[s + i] - m[s + i] : x[s + i];
+      d2[(s + i) % kLanes] += z * z;
+    }
+    lanes::add_group_errors(mn, mx, a, k, g8 / g4, ws8, ws4, am8, e8, e4);
+  }
+  dev = lane_sum(d2);
+  return true;
+}
+
+bool finite_sum_squares(const float* x, int n, float& ss) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::finite_sum_squares(x, n, ss);
+#endif
+  float s[kLanes] = {}, z[kLanes] = {};
+  int i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    for (int l = 0; l < kLanes; ++l) {
+      s[l] += x[i + l] * x[i + l];
+      z[l] += x[i + l] * 0.0f;
+    }
+  for (int l = 0; i < n; ++i, ++l) {
+    s[l] += x[i] * x[i];
+    z[l] += x[i] * 0.0f;
+  }
+  ss = lane_sum(s);
+  return lane_sum(z) == 0.0f;
+}
+
+void add_row(float* acc, const float* x, int n) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::add_row(acc, x, n);
+#endif
+  for (int i = 0; i < n; ++i) acc[i] += x[i];
+}
+
+}  // namespace skv::detail

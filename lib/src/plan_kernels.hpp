@@ -1,0 +1,50 @@
+// Inner loops of planning (scoring and distortion tables), written as plain C++ over fixed 8-lane
+// partial results and compiled twice (AVX2 and baseline x86-64, chosen at run time by
+// target_clones). Every lane does the same IEEE operations in the same order in both builds and
+// the reductions are explicit, so plans do not depend on the CPU, nor on the thread count.
+// Not installed; not part of the public API.
+#pragma once
+#include <cstdint>
+
+namespace skv::detail {
+
+// row[t] = exp(row[t] - mx) for t < n; returns the sum (rows of one softmax). exp is a degree-6
+// polynomial on [-ln2/2, ln2/2] times 2^k, relative error below 3e-7; arguments below -87 give 0.
+float exp_shifted(float* row, int n, float mx) noexcept;
+
+// Max of row[0..n) after setting row[t] = -inf where absent[t] (may be null) or row[t] is NaN.
+float mask_and_max(float* row, int n, const uint8_t* absent) noexcept;
+
+// row[t] *= s for t < n.
+void scale_row(float* row, int n, float s) noexcept;
+
+// Indices of the k largest finite values of row[0..n) (k <= 32), in decreasing value order, ties
+// by increasing index; returns how many (fewer when the row is short or holds -inf).
+int top_k(const float* row, int n, int k, int32_t* idx, float* val) noexcept;
+
+// Per token t < n of one query's attention row p: share[t] += p, quant[t] += p^2 * w,
+// drop[t] += p^2 * w / (1 - min(p, 0.9))^2 (dropping renormalises the rest; beyond 0.9 the
+// token is the output).
+void add_weights(const float* p, int n, float w, float* share, float* quant, float* drop) noexcept;
+
+// True when every x[i] (i < n) is finite.
+bool all_finite(const float* x, int n) noexcept;
+
+// Sum of x[i]^2 over i < n (8 partial sums, then added in lane order).
+float sum_squares(const float* x, int n) noexcept;
+
+// True when every x[i] is finite; then also ss = sum x[i]^2 (8 partial sums added in order).
+bool finite_sum_squares(const float* x, int n, float& ss) noexcept;
+
+// acc[i] += x[i] for i < n.
+void add_row(float* acc, const float* x, int n) noexcept;
+
+// Analytic squared errors of the row y = x - c (c may be null: y = x) quantized at INT8
+// (symmetric, groups of g8) and INT4 (asymmetric min/max, groups of g4): each element errs by
+// step^2 / 12, step the group's scale (its f16 rounding left out). ws8 / ws4 hold each group's
+// summed channel weight divided by 12. dev = sum (x - m)^2 (m may be null: 0). g8 must be a multiple of g4,
+// g4 a multiple of 8. Returns false when y is not finite.
+bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
+                double& e8, double& e4, float& dev) noexcept;
+
+}  // namespace skv::detail

@@ -62,7 +62,7 @@ struct Row {
   bool lossless = false, codec = true;
   uint64_t fp16_bytes = 0, bytes = 0;
   int layers = 1;
-  std::optional<double> nominal, plan_s, attn, attn_max, top1, needle;
+  std::optional<double> nominal, plan_s, first_byte_s, attn, attn_max, top1, needle;
   double enc_s = 0, dec_s = 0, enc_cpu_s = 0, dec_cpu_s = 0;
 };
 
@@ -190,6 +190,18 @@ struct QualitySum {
   }
 };
 
+// A sink that streams (claims nothing, as a pipe) and notes when the first byte past the file
+// header and manifest, i.e. layer 0's first byte, arrives.
+struct FirstByteSink final : ByteSink {
+  uint64_t bytes = 0, threshold = 0;
+  Clock::time_point t0 = Clock::now();
+  std::optional<double> at;
+  void write(const void*, size_t n) override {
+    bytes += n;
+    if (!at && bytes > threshold) at = since(t0);
+  }
+};
+
 // One skv policy at one budget: plan, exact size, warm-up with quality, then timed runs.
 Row bench_policy(const KvCache& c, const PlanArgs& pa, const std::string& label, int runs, int threads,
                  Progress& prog) {
@@ -212,6 +224,13 @@ Row bench_policy(const KvCache& c, const PlanArgs& pa, const std::string& label,
     prog.update(label + ": sizing");
     const EncodeResult er = encode(c, plan, count, eo);
     row.bytes = count.bytes;
+    // Time to first byte on a pipe: the plan, then the encoder until layer 0 starts leaving.
+    FirstByteSink first;
+    first.threshold = 64 + 64 + (er.bytes.manifest + 63) / 64 * 64;  // file header, MANI header + payload
+    prog.update(label + ": first byte");
+    first.t0 = Clock::now();
+    encode(c, plan, first, eo);
+    if (first.at) row.first_byte_s = *row.plan_s + *first.at;
     row.nominal = er.info.nominal_budget;
     uint64_t total = 0;
     for (int t = 0; t < kNumTiers; ++t) total += er.info.tiers.k[size_t(t)] + er.info.tiers.v[size_t(t)];
@@ -358,7 +377,8 @@ Row raw_row(const KvCache& c) {
 double gbps_of(uint64_t bytes, double s) { return s > 0 ? double(bytes) / s / 1e9 : 0; }
 
 TransferInput transfer_input(const Row& r) {
-  return {.raw_bytes = r.fp16_bytes, .encoded_bytes = r.bytes, .encode_s = r.enc_s, .decode_s = r.dec_s, .layers = r.layers};
+  return {.raw_bytes = r.fp16_bytes, .encoded_bytes = r.bytes, .encode_s = r.enc_s, .decode_s = r.dec_s,
+          .plan_s = r.plan_s.value_or(0), .layers = r.layers};
 }
 
 double row_break_even(const Row& r) {
@@ -391,7 +411,8 @@ nlohmann::json row_json(const Row& r, const std::vector<double>& links, int thre
             {"decode_cpu_ms", r.dec_cpu_s * 1e3},
             {"encode_gbps_per_cpu_s", r.codec ? nlohmann::json(gbps_of(r.fp16_bytes, r.enc_cpu_s)) : nlohmann::json(nullptr)},
             {"decode_gbps_per_cpu_s", r.codec ? nlohmann::json(gbps_of(r.fp16_bytes, r.dec_cpu_s)) : nlohmann::json(nullptr)},
-            {"plan_ms", r.plan_s ? nlohmann::json(*r.plan_s * 1e3) : nlohmann::json(nullptr)}});
+            {"plan_ms", r.plan_s ? nlohmann::json(*r.plan_s * 1e3) : nlohmann::json(nullptr)},
+            {"first_byte_ms", r.first_byte_s ? nlohmann::json(*r.first_byte_s * 1e3) : nlohmann::json(nullptr)}});
   if (!r.key_transform.empty()) j["key_transform"] = r.key_transform;
   if (!r.tiers.empty()) j["tiers"] = r.tiers;
   if (q) {
@@ -404,7 +425,8 @@ nlohmann::json row_json(const Row& r, const std::vector<double>& links, int thre
   for (double g : links) {
     const TransferResult t = transfer_time(transfer_input(r), g);
     lj.push_back({{"gbps", g}, {"raw_ms", t.raw_ms}, {"skv_ms", t.pipelined_ms}, {"seq_ms", t.seq_ms},
-                  {"saving_pct", t.saving_pct}, {"seq_saving_pct", t.seq_saving_pct}});
+                  {"saving_pct", t.saving_pct}, {"seq_saving_pct", t.seq_saving_pct},
+                  {"codec_only_ms", t.codec_only_ms}, {"saving_codec_only_pct", t.saving_codec_only_pct}});
   }
   j["links"] = lj;
   j["break_even_gbps"] = row_break_even(r);
@@ -427,17 +449,17 @@ std::string csv_field(const nlohmann::json& v) {
 void write_csv(const std::string& path, bool force, const nlohmann::json& rows) {
   static const char* row_keys[] = {"source", "policy", "budget", "device", "threads", "achieved_budget",
                                    "nominal_budget", "bytes", "encode_gbps", "decode_gbps", "plan_ms",
-                                   "attn_rel_err", "top1_agree", "break_even_gbps"};
-  static const char* link_keys[] = {"gbps", "raw_ms", "skv_ms", "seq_ms", "saving_pct"};
+                                   "first_byte_ms", "attn_rel_err", "top1_agree", "break_even_gbps"};
+  static const char* link_keys[] = {"gbps", "raw_ms", "skv_ms", "seq_ms", "saving_pct", "saving_codec_only_pct"};
   std::string out;
   for (const char* k : row_keys) out += std::string(k) + ",";
-  out += "link_gbps,raw_ms,skv_ms,seq_ms,saving_pct,error\n";
+  out += "link_gbps,raw_ms,skv_ms,seq_ms,saving_pct,saving_codec_only_pct,error\n";
   for (const auto& r : rows) {
     std::string head;
     for (const char* k : row_keys) head += csv_field(r.contains(k) ? r[k] : nlohmann::json(nullptr)) + ",";
     const std::string err = r.contains("error") ? csv_field(r["error"]) : "";
     if (!r.contains("links") || r["links"].empty()) {
-      out += head + ",,,,," + err + "\n";
+      out += head + ",,,,,," + err + "\n";
       continue;
     }
     for (const auto& l : r["links"]) {
@@ -452,8 +474,8 @@ void write_csv(const std::string& path, bool force, const nlohmann::json& rows) 
 }
 
 void print_table(const std::vector<Row>& rows, const std::vector<double>& links) {
-  std::string head = fmt::format("{:<10} {:>6} {:>8} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6}", "policy", "budget",
-                                 "achieved", "nominal", "enc GB/s", "dec GB/s", "plan ms", "attn err", "top1");
+  std::string head = fmt::format("{:<10} {:>6} {:>8} {:>7} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}", "policy", "budget",
+                                 "achieved", "nominal", "enc GB/s", "dec GB/s", "plan ms", "1st byte", "attn err", "top1");
   for (double g : links) head += fmt::format(" {:>9}", fmt::format("save@{:g}G", g));
   head += fmt::format(" {:>10}", "break-even");
   fmt::print("{}\n", head);
@@ -465,11 +487,12 @@ void print_table(const std::vector<Row>& rows, const std::vector<double>& links)
       continue;
     }
     std::string line = fmt::format(
-        "{:<10} {:>6} {:>8.4f} {:>7} {:>9} {:>9} {:>8} {:>9} {:>6}", r.policy, budget,
+        "{:<10} {:>6} {:>8.4f} {:>7} {:>9} {:>9} {:>8} {:>9} {:>9} {:>6}", r.policy, budget,
         double(r.bytes) / double(r.fp16_bytes), num(r.nominal, "{:.4f}"),
         r.codec ? fmt::format("{:.3f}", gbps_of(r.fp16_bytes, r.enc_s)) : "-",
         r.codec ? fmt::format("{:.3f}", gbps_of(r.fp16_bytes, r.dec_s)) : "-",
-        r.plan_s ? fmt::format("{:.0f}", *r.plan_s * 1e3) : "-", num(r.attn, "{:.5f}"), num(r.top1, "{:.4f}"));
+        r.plan_s ? fmt::format("{:.0f}", *r.plan_s * 1e3) : "-",
+        r.first_byte_s ? fmt::format("{:.0f}", *r.first_byte_s * 1e3) : "-", num(r.attn, "{:.5f}"), num(r.top1, "{:.4f}"));
     for (double g : links) line += fmt::format(" {:>8.1f}%", transfer_time(transfer_input(r), g).saving_pct);
     const double be = row_break_even(r);
     line += be > 0 ? fmt::format(" {:>6.1f}Gbps", be) : fmt::format(" {:>10}", "-");

@@ -15,12 +15,15 @@ TransferResult transfer_time(const TransferInput& in, double link_gbps) {
   // leaves per slowest-stage period.
   const double L = double(std::max(in.layers, 1));
   const double slowest = std::max({in.encode_s, wire_s, in.decode_s});
-  const double pipe_s = seq_s / L + (L - 1) * slowest / L;
+  const double codec_s = seq_s / L + (L - 1) * slowest / L;
+  const double pipe_s = in.plan_s + codec_s;
   r.raw_ms = raw_s * 1e3;
-  r.seq_ms = seq_s * 1e3;
+  r.seq_ms = (in.plan_s + seq_s) * 1e3;
   r.pipelined_ms = pipe_s * 1e3;
+  r.codec_only_ms = codec_s * 1e3;
   r.saving_pct = raw_s > 0 ? 100 * (1 - pipe_s / raw_s) : 0;
-  r.seq_saving_pct = raw_s > 0 ? 100 * (1 - seq_s / raw_s) : 0;
+  r.seq_saving_pct = raw_s > 0 ? 100 * (1 - (in.plan_s + seq_s) / raw_s) : 0;
+  r.saving_codec_only_pct = raw_s > 0 ? 100 * (1 - codec_s / raw_s) : 0;
   return r;
 }
 

@@ -4,8 +4,8 @@ source "$(dirname "$0")/lib.sh" "$@"
 check() { checks=$((checks + 1)); "$@" || fail_check "$*"; }
 # csv_check AWK-CONDITION WHAT: the condition holds on every data line of $T/b.csv
 # (columns: 1 source 2 policy 3 budget 4 device 5 threads 6 achieved 7 nominal 8 bytes 9 enc_gbps
-#  10 dec_gbps 11 plan_ms 12 attn_err 13 top1 14 break_even 15 link 16 raw_ms 17 skv_ms 18 seq_ms
-#  19 saving_pct 20 error).
+#  10 dec_gbps 11 plan_ms 12 first_byte_ms 13 attn_err 14 top1 15 break_even 16 link 17 raw_ms
+#  18 skv_ms 19 seq_ms 20 saving_pct 21 saving_codec_only_pct 22 error).
 csv_check() {
   checks=$((checks + 1))
   awk -F, -v what="$2" "NR > 1 && !($1) { print \"FAIL: \" what \": \" \$0 > \"/dev/stderr\"; bad = 1 } END { exit bad }" "$T/b.csv" ||
@@ -22,21 +22,23 @@ P=raw,zstd-1,zstd-3,spectrum,pdtrim,snapkv,int8,int4
 run bench "$T/d.safetensors" --runs 1 --threads 1 --policy $P --budget 0.3,0.5 --link 10,25 --json --csv "$T/b.csv"
 expect_rc 0 "bench --json --csv"
 for key in rows sources links_gbps source policy budget device achieved_budget nominal_budget encode_gbps \
-           decode_gbps plan_ms attn_rel_err top1_agree needle_top1 links gbps raw_ms skv_ms seq_ms \
-           saving_pct break_even_gbps; do
+           decode_gbps plan_ms first_byte_ms attn_rel_err top1_agree needle_top1 links gbps raw_ms skv_ms seq_ms \
+           saving_pct saving_codec_only_pct codec_only_ms break_even_gbps; do
   expect_out "\"$key\":" "bench --json key $key"
 done
 # 5 unbudgeted rows + 3 budgeted policies x 2 budgets, 2 links each.
 check test "$(grep -c '"policy":' "$T/out")" -eq 11
 check test "$(wc -l <"$T/b.csv")" -eq 23
-csv_check '$20 == ""' "no row failed"
+csv_check '$22 == ""' "no row failed"
 csv_check '$3 == "" || $6 <= $3 + 1e-9' "achieved budget within the budget"
 csv_check '$2 == "raw" || ($9 > 0 && $10 > 0)' "codec rows have throughput"
-csv_check '$12 >= 0 && $13 >= 0 && $13 <= 1' "quality in range"
-csv_check '$2 != "raw" || ($6 == 1 && $19 == 0)' "raw row: budget 1, no saving"
-csv_check '$2 !~ /^zstd/ || ($6 < 1 && $12 == 0 && $13 == 1)' "zstd: smaller, lossless"
-csv_check '$2 !~ /^(int8|int4|spectrum|pdtrim|snapkv)$/ || ($12 > 0)' "lossy rows have an error"
-csv_check '$16 > 0 && $17 > 0 && $18 >= $17 - 1e-9' "pipelined never slower than sequential"
+csv_check '$13 >= 0 && $14 >= 0 && $14 <= 1' "quality in range"
+csv_check '$2 != "raw" || ($6 == 1 && $20 == 0)' "raw row: budget 1, no saving"
+csv_check '$2 !~ /^zstd/ || ($6 < 1 && $13 == 0 && $14 == 1)' "zstd: smaller, lossless"
+csv_check '$2 !~ /^(int8|int4|spectrum|pdtrim|snapkv)$/ || ($13 > 0)' "lossy rows have an error"
+csv_check '$17 > 0 && $18 > 0 && $19 >= $18 - 1e-9' "pipelined never slower than sequential"
+csv_check '$2 !~ /^(int8|int4|spectrum|pdtrim|snapkv)$/ || ($11 > 0 && $12 >= $11 && $21 > $20)' \
+  "skv rows: the plan costs time, the first byte comes after it, and the saving counts it"
 int8=$(awk -F, '$2 == "int8" { print $6; exit }' "$T/b.csv"); int4=$(awk -F, '$2 == "int4" { print $6; exit }' "$T/b.csv")
 check awk -v a="$int4" -v b="$int8" 'BEGIN { exit !(a > 0 && a < b && b < 0.6) }'
 

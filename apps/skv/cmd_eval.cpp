@@ -116,18 +116,11 @@ struct TextResult {
 };
 
 TextResult run_ppl_text(const model::Model& m, const PplArgs& a, const std::vector<Config>& configs,
-                        const std::string& path, const std::string& text, uint64_t stream, int& window,
+                        const std::string& path, std::span<const int32_t> all, uint64_t stream, int& window,
                         const Globals& g) {
   TextResult r;
   r.path = path;
-  const std::vector<int32_t> ids = m.tokenizer().encode(text, m.tokenizer().add_bos_default());
-  r.tokens = ids.size();
-  const size_t need = size_t(a.offset) + size_t(a.context) + size_t(a.target);
-  if (ids.size() < need)
-    fail(Errc::invalid_argument, path,
-         fmt::format("has {} tokens; --offset {} + --context {} + --target {} need {}", ids.size(),
-                     a.offset, a.context, a.target, need));
-  const std::span<const int32_t> all(ids);
+  r.tokens = all.size();
   const auto context = all.subspan(size_t(a.offset), size_t(a.context));
   const auto targets = all.subspan(size_t(a.offset + a.context), size_t(a.target));
   // The cache under test holds context[0..N-1); context[N-1] and the targets run as fresh queries.
@@ -205,8 +198,16 @@ TextResult run_ppl_text(const model::Model& m, const PplArgs& a, const std::vect
 int run_ppl(const PplArgs& a, const Globals& g) {
   const std::vector<Config> configs = configs_of(a.common);
   const model::Model m = load_model(a.common.model, a.common.threads, g);
-  std::vector<std::string> texts;
-  for (const auto& path : a.texts) texts.push_back(read_text(path));
+  // Every text read and long enough before the first prefill.
+  std::vector<std::vector<int32_t>> texts;
+  const size_t need = size_t(a.offset) + size_t(a.context) + size_t(a.target);
+  for (const auto& path : a.texts) {
+    texts.push_back(m.tokenizer().encode(read_text(path), m.tokenizer().add_bos_default()));
+    if (texts.back().size() < need)
+      fail(Errc::invalid_argument, path,
+           fmt::format("has {} tokens; --offset {} + --context {} + --target {} need {}", texts.back().size(),
+                       a.offset, a.context, a.target, need));
+  }
   const bool human = !a.common.json && g.verbosity > 0;
   const bool held = a.common.holdout == Holdout::half;
   if (human) {

@@ -13,6 +13,7 @@
 #include "skv/error.hpp"
 #include "skv/formats/safetensors.hpp"
 #include "skv/metrics.hpp"
+#include "skv/query_split.hpp"
 #include "skv/score.hpp"
 
 namespace skv::cli {
@@ -23,6 +24,7 @@ struct ScoreArgs {
   std::vector<std::string> compare;  // ORIG DECODED
   bool force = false, json = false;
   int threads = 0, top = 10;
+  Holdout holdout = Holdout::none;
   PlanArgs plan;
 };
 
@@ -66,21 +68,57 @@ int run_compare(const ScoreArgs& a, const Globals& g) {
     fail(Errc::invalid_argument, dec_path,
          fmt::format("shape {} differs from {}'s {}", shape_text(sd), orig_path, shape_text(so)));
   const AttentionMetrics m = attention_metrics(orig.cache, dec.cache, a.threads);
+  // --holdout half: the same metrics on the window positions a --holdout half plan saw (in
+  // sample) and on those it did not (held out), chosen by the rule of query_split.hpp.
+  std::optional<AttentionMetrics> fit, held;
+  if (a.holdout == Holdout::half) {
+    if (so.window < 2)
+      fail(Errc::invalid_argument, orig_path, "--holdout half needs a window of at least 2 queries");
+    fit = attention_metrics(orig.cache, dec.cache, window_half(so.window, QueryHalf::fit), a.threads);
+    held = attention_metrics(orig.cache, dec.cache, window_half(so.window, QueryHalf::held_out), a.threads);
+  }
+  const auto metrics_json = [](const AttentionMetrics& x) {
+    nlohmann::json j = {{"queries", x.queries},
+                        {"attn_rel_err", x.rel_error},
+                        {"attn_rel_err_max", x.max_rel_error},
+                        {"top1_agree", x.top1_agreement}};
+    if (x.needle_top1) {
+      j["needle_top1"] = *x.needle_top1;
+      j["needle_top1_original"] = *x.needle_top1_original;
+    }
+    return j;
+  };
   if (a.json) {
-    nlohmann::json j = {{"original", orig_path},     {"decoded", dec_path},
-                        {"queries", m.queries},      {"attn_rel_err", m.rel_error},
-                        {"attn_rel_err_max", m.max_rel_error}, {"top1_agree", m.top1_agreement}};
-    if (m.needle_top1) {
-      j["needle_top1"] = *m.needle_top1;
-      j["needle_top1_original"] = *m.needle_top1_original;
+    nlohmann::json j = {{"original", orig_path}, {"decoded", dec_path}};
+    j.update(metrics_json(m));
+    j["holdout"] = holdout_name(a.holdout);
+    if (fit) {
+      j["in_sample"] = metrics_json(*fit);
+      j["held_out"] = metrics_json(*held);
     }
     print_json(j);
-  } else if (g.verbosity > 0) {
+  } else if (g.verbosity > 0 && !fit) {
     fmt::print("{} vs {}: {} queries\n", orig_path, dec_path, m.queries);
     fmt::print("  attention output rel. error  {:.6f} mean, {:.6f} max\n", m.rel_error, m.max_rel_error);
     fmt::print("  top-1 agreement              {:.4f}\n", m.top1_agreement);
     if (m.needle_top1)
       fmt::print("  needle top-1 share           {:.4f} (original {:.4f})\n", *m.needle_top1, *m.needle_top1_original);
+  } else if (g.verbosity > 0) {
+    fmt::print("{} vs {}: {} queries; holdout half: in-sample = the {} window positions a --holdout half plan "
+               "saw, held-out = the other {}\n",
+               orig_path, dec_path, m.queries, window_half(so.window, QueryHalf::fit).size(),
+               window_half(so.window, QueryHalf::held_out).size());
+    fmt::print("  {:<28} {:>10} {:>10} {:>10}\n", "", "all", "in-sample", "held-out");
+    fmt::print("  {:<28} {:>10.6f} {:>10.6f} {:>10.6f}\n", "attention output rel. error", m.rel_error,
+               fit->rel_error, held->rel_error);
+    fmt::print("  {:<28} {:>10.6f} {:>10.6f} {:>10.6f}\n", "  max", m.max_rel_error, fit->max_rel_error,
+               held->max_rel_error);
+    fmt::print("  {:<28} {:>10.4f} {:>10.4f} {:>10.4f}\n", "top-1 agreement", m.top1_agreement,
+               fit->top1_agreement, held->top1_agreement);
+    if (m.needle_top1)
+      fmt::print("  {:<28} {:>10.4f} {:>10.4f} {:>10.4f}  (original {:.4f} / {:.4f} / {:.4f})\n",
+                 "needle top-1 share", *m.needle_top1, *fit->needle_top1, *held->needle_top1,
+                 *m.needle_top1_original, *fit->needle_top1_original, *held->needle_top1_original);
   }
   return kExitOk;
 }
@@ -109,6 +147,7 @@ void write_scores(const ScoreArgs& a, const KvCache& cache, const Scores& sc, co
     meta["skv_budget"] = fmt::format("{}", pr->plan.requested_budget);
     // `skv encode --tiers` with --key-transform auto takes the transform the tiers were planned for.
     meta["skv_key_transform"] = transform_cli_name(pr->plan.quant.key_transform);
+    if (a.holdout != Holdout::none) meta["skv_holdout"] = holdout_name(a.holdout);
   }
   safetensors::write_file(a.output, out, meta, {.force = a.force});
 }
@@ -121,7 +160,10 @@ int run_score(const ScoreArgs& a, const Globals& g) {
   }
   if (a.input.empty()) fail(Errc::invalid_argument, "skv score", "no DUMP given (or use --compare ORIG DECODED)");
   Dump dump = open_dump(a.input, parse_layout(a.layout));
-  const KvCache& cache = dump.cache;
+  // --holdout half: scores and plan see only the fitting half of the window queries.
+  std::optional<QuerySubset> fit;
+  if (a.holdout == Holdout::half) fit.emplace(query_half(dump.cache, QueryHalf::fit));
+  const KvCache& cache = fit ? fit->cache : dump.cache;
   PlanArgs pa = a.plan;
   pa.threads = a.threads;
 
@@ -155,7 +197,9 @@ int run_score(const ScoreArgs& a, const Globals& g) {
                         {"scorer", scorer_name(sc.used)},
                         {"score_rows", sc.rows},
                         {"pinned", pinned},
-                        {"pinned_tokens", ranges_text(sc.pinned)}};
+                        {"pinned_tokens", ranges_text(sc.pinned)},
+                        {"holdout", holdout_name(a.holdout)},
+                        {"planner_window", cache.shape.window}};
     nlohmann::json top = nlohmann::json::array();
     for (int t : order) top.push_back({{"token", t}, {"score", mean[size_t(t)]}});
     j["top_tokens"] = top;
@@ -191,6 +235,9 @@ int run_score(const ScoreArgs& a, const Globals& g) {
   if (g.verbosity <= 0) return kExitOk;
   fmt::print("{}: {}\n", a.input, shape_text(cache.shape));
   fmt::print("  scorer         {}{}\n", scorer_name(sc.used), sc.rows > 1 ? " (per layer)" : "");
+  if (fit)
+    fmt::print("  holdout        half: planned on {} of the {} window queries (every other, the last among them)\n",
+               cache.shape.window, dump.cache.shape.window);
   fmt::print("  pinned         {} tokens: {}\n", pinned, ranges_text(sc.pinned));
   if (pr) {
     fmt::print("  policy         {}{}\n", rep ? rep->policy : pr->plan.policy,
@@ -237,6 +284,11 @@ void setup_score(CLI::App& app, Context& ctx) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--top", a->top, "How many top-scored tokens to list")->check(CLI::NonNegativeNumber);
   sub->add_flag("--json", a->json, "Print a JSON summary on stdout");
+  sub->add_option_function<std::string>(
+         "--holdout", [a](const std::string& v) { a->holdout = *holdout_from_name(v); },
+         "none (default) or half. Scoring: plan on every other window query only (the last among them). "
+         "--compare: also measure on the queries such a plan saw (in-sample) and on the others (held-out)")
+      ->check(CLI::IsMember({"none", "half"}));
   add_plan_options(*sub, a->plan);
   ctx.add(sub, [a, &ctx] { return run_score(*a, ctx.globals); });
 }

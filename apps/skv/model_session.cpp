@@ -77,17 +77,18 @@ void prefill(const model::Model& m, model::KvCacheObject& cache, std::span<const
 
 CacheUnderTest cache_under_test(const model::Model& m, const model::KvCacheObject& cache,
                                 std::span<const int32_t> ids, const model::QueryCapture& q,
-                                const std::string& name) {
-  CacheUnderTest c{model::dump_cache(m, cache, ids, &q), {}, cache};
+                                const std::string& name, Holdout holdout) {
+  CacheUnderTest c{model::dump_cache(m, cache, ids, &q), {}, cache, std::nullopt};
   std::vector<NamedTensor> named;
   for (size_t k = 0; k < c.dump.names.size(); ++k) named.push_back({c.dump.names[k], c.dump.tensors[k].view()});
   c.view = kv_from_tensors(named, c.dump.metadata, Layout::HTD, name);
   model::assign_from(c.reference, c.view);
+  if (holdout == Holdout::half) c.fit.emplace(query_half(c.view, QueryHalf::fit));
   return c;
 }
 
 CodecOutcome codec_round_trip(const CacheUnderTest& c, const PlanArgs& pa, model::KvCacheObject& out) {
-  const PlanResult pr = build_plan(c.view, pa);
+  const PlanResult pr = build_plan(c.planned(), pa);
   EncodeOptions eo;
   eo.threads = pa.threads;
   const DecodedCache d = round_trip(c.view, pr.plan, eo);
@@ -107,6 +108,11 @@ CodecOutcome codec_round_trip(const CacheUnderTest& c, const PlanArgs& pa, model
   if (r.achieved_budget <= 0)
     r.achieved_budget = double(r.bytes) / double(c.view.shape.fp16_bytes());
   r.notes = pr.notes;
+  if (c.fit) {
+    r.attn_fit = attention_metrics(c.view, d.cache, c.fit->positions, pa.threads);
+    r.attn_held_out =
+        attention_metrics(c.view, d.cache, window_half(c.view.shape.window, QueryHalf::held_out), pa.threads);
+  }
   return r;
 }
 
@@ -120,13 +126,15 @@ TargetScore score_targets(const model::Model& m, model::KvCacheObject& cache, in
   const std::vector<float> logits = m.forward(cache, q, 0);
   const size_t V = size_t(m.config().vocab);
   TargetScore r;
+  r.nll.reserve(targets.size());
   double nll = 0;
   for (size_t t = 0; t < targets.size(); ++t) {
     const float* row = logits.data() + t * V;
     const float mx = *std::max_element(row, row + V);
     double s = 0;
     for (size_t k = 0; k < V; ++k) s += std::exp(double(row[k] - mx));
-    nll -= double(row[size_t(targets[t])] - mx) - std::log(s);
+    r.nll.push_back(std::log(s) - double(row[size_t(targets[t])] - mx));
+    nll += r.nll.back();
     if (model::argmax({row, V}) == targets[t]) ++r.top1_hits;
   }
   r.mean_nll = nll / double(targets.size());
@@ -166,13 +174,13 @@ NeedleCase needle_case(const model::Model& m, const std::string& filler, int hay
 
 NeedleTrial run_needle_trial(const model::Model& m, const NeedleCase& c,
                              const std::vector<PlanArgs>& configs, int window, int max_new,
-                             const Globals& g) {
+                             const Globals& g, Holdout holdout) {
   const std::span<const int32_t> ids(c.ids);
   const std::span<const int32_t> context = ids.first(ids.size() - 1);
   model::KvCacheObject cache = m.new_cache();
   model::QueryCapture q;
   prefill(m, cache, context, window, &q, g, fmt::format("prefill (depth {:.2f})", c.depth));
-  const CacheUnderTest cut = cache_under_test(m, cache, context, q, "needle prompt");
+  const CacheUnderTest cut = cache_under_test(m, cache, context, q, "needle prompt", holdout);
   NeedleTrial t;
   {
     model::KvCacheObject work = cut.reference;
@@ -195,6 +203,13 @@ NeedleTrial run_needle_trial(const model::Model& m, const NeedleCase& c,
     t.runs.push_back(std::move(r));
   }
   return t;
+}
+
+nlohmann::json attention_json(const AttentionMetrics& a) {
+  return {{"queries", a.queries},
+          {"attn_rel_err", a.rel_error},
+          {"attn_rel_err_max", a.max_rel_error},
+          {"top1_agree", a.top1_agreement}};
 }
 
 bool is_uniform_policy(const std::string& policy) {

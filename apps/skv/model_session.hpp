@@ -11,6 +11,8 @@
 #include "plan_args.hpp"
 #include "skv/codec.hpp"
 #include "skv/kvcache.hpp"
+#include "skv/metrics.hpp"
+#include "skv/query_split.hpp"
 #include "skv/model/dump.hpp"
 #include "skv/model/eval.hpp"
 #include "skv/model/model.hpp"
@@ -33,20 +35,28 @@ void prefill(const model::Model& m, model::KvCacheObject& cache, std::span<const
 // writes; K/V, the window queries, __metadata__), a KvCache view over it (what skv encode reads),
 // and the runner cache holding exactly the dump's F16 values (the reference every ΔPPL and
 // baseline is measured against, so a lossless policy changes nothing).
+// With --holdout half, `fit` holds the view with only the fitting half of the window queries
+// (query_split.hpp): the planner sees that, the codec still encodes `view`, and the attention
+// error is measured on both halves separately.
 struct CacheUnderTest {
   model::Dump dump;
   KvCache view;
   model::KvCacheObject reference;
+  std::optional<QuerySubset> fit;
+  const KvCache& planned() const { return fit ? fit->cache : view; }
 };
 CacheUnderTest cache_under_test(const model::Model& m, const model::KvCacheObject& cache,
                                 std::span<const int32_t> ids, const model::QueryCapture& q,
-                                const std::string& name);
+                                const std::string& name, Holdout holdout = Holdout::none);
 
 struct CodecOutcome {
   double achieved_budget = 0, nominal_budget = 0;
   uint64_t bytes = 0;
   TierCounts tiers;
   std::vector<std::string> notes;
+  // With a holdout: attention metrics of the window queries the plan saw (in-sample) and of
+  // those it did not (held out), decoded against the cache as dumped.
+  std::optional<AttentionMetrics> attn_fit, attn_held_out;
 };
 
 // Encodes c.view with the plan the options give (the code path of skv encode) into memory,
@@ -59,6 +69,7 @@ CodecOutcome codec_round_trip(const CacheUnderTest& c, const PlanArgs& pa, model
 struct TargetScore {
   double ppl = 0, mean_nll = 0;
   int top1_hits = 0;
+  std::vector<double> nll;  // per target token (what the bootstrap resamples)
 };
 TargetScore score_targets(const model::Model& m, model::KvCacheObject& cache, int32_t last,
                           std::span<const int32_t> targets);
@@ -94,7 +105,10 @@ struct NeedleTrial {
 };
 NeedleTrial run_needle_trial(const model::Model& m, const NeedleCase& c,
                              const std::vector<PlanArgs>& configs, int window, int max_new,
-                             const Globals& g);
+                             const Globals& g, Holdout holdout = Holdout::none);
+
+// The JSON of one attention measurement: queries, attn_rel_err, attn_rel_err_max, top1_agree.
+nlohmann::json attention_json(const AttentionMetrics& a);
 
 // Policies that ignore the budget (one uniform tier for every token).
 bool is_uniform_policy(const std::string& policy);

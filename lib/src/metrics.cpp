@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <mutex>
+#include <string>
 
 #include "blas_threads.hpp"
 #include "policy_detail.hpp"
@@ -55,13 +56,25 @@ int softmax_row(float* row, int last, const std::vector<uint8_t>& present, int T
 }  // namespace
 
 AttentionMetrics attention_metrics(const KvCache& a, const KvCache& b, int threads) {
+  std::vector<int> all(size_t(std::max(a.shape.window, 0)));
+  for (size_t i = 0; i < all.size(); ++i) all[i] = int(i);
+  return attention_metrics(a, b, all, threads);
+}
+
+AttentionMetrics attention_metrics(const KvCache& a, const KvCache& b, std::span<const int> positions,
+                                   int threads) {
   const KvShape& s = a.shape;
   if (s.window <= 0 || s.q_heads <= 0 || a.layers.empty() || !a.layers[0].q)
     fail(Errc::invalid_argument, a.source, "attention metrics need observation queries");
+  for (int p : positions)
+    if (p < 0 || p >= s.window)
+      fail(Errc::invalid_argument, a.source,
+           "query position " + std::to_string(p) + " outside the window of " + std::to_string(s.window));
   const KvShape& t2 = b.shape;
   if (s.layers != t2.layers || s.kv_heads != t2.kv_heads || s.tokens != t2.tokens || s.head_dim != t2.head_dim)
     fail(Errc::invalid_argument, b.source, "decoded cache shape differs from the original");
   const int L = s.layers, H = s.kv_heads, T = s.tokens, D = s.head_dim, W = s.window, G = s.q_heads / H;
+  const int P = int(positions.size());
   const bool needle = a.meta.needle_start && a.meta.needle_len;
   const int64_t n0 = needle ? *a.meta.needle_start : 0, n1 = needle ? n0 + *a.meta.needle_len : 0;
   std::vector<HeadStats> stats(size_t(L) * H);
@@ -76,18 +89,20 @@ AttentionMetrics attention_metrics(const KvCache& a, const KvCache& b, int threa
     const std::vector<uint8_t> p0 = present_of(a, l), p1 = present_of(b, l);
     const TensorView& qv = *a.layers[size_t(l)].q;
     const size_t qes = dtype_size(qv.dtype);
-    const int M = G * W;
+    const int M = G * P;
+    if (M == 0) return;
     std::vector<float> Q(size_t(M) * D), S0(size_t(M) * T), S1(size_t(M) * T), O0(size_t(M) * D), O1(size_t(M) * D);
     for (int g = 0; g < G; ++g)
-      for (int i = 0; i < W; ++i)
-        detail::load_row(qv.bytes.data() + (size_t(h * G + g) * W + i) * D * qes, qv.dtype, D, &Q[(size_t(g) * W + i) * D]);
+      for (int i = 0; i < P; ++i)
+        detail::load_row(qv.bytes.data() + (size_t(h * G + g) * W + size_t(positions[size_t(i)])) * D * qes, qv.dtype, D,
+                         &Q[(size_t(g) * P + i) * D]);
     const float scale = float(1.0 / std::sqrt(double(D)));
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, T, D, scale, Q.data(), D, K0.data(), D, 0.0f, S0.data(), T);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, T, D, scale, Q.data(), D, K1.data(), D, 0.0f, S1.data(), T);
     HeadStats& st = stats[size_t(task)];
     std::vector<int> top0(static_cast<size_t>(M)), top1(static_cast<size_t>(M));
     for (int r = 0; r < M; ++r) {
-      const int last = T - W + r % W;
+      const int last = T - W + positions[size_t(r % P)];
       top0[size_t(r)] = softmax_row(&S0[size_t(r) * T], last, p0, T);
       top1[size_t(r)] = softmax_row(&S1[size_t(r) * T], last, p1, T);
     }

@@ -71,6 +71,48 @@ expect_out '"delta_ppl_pct": 0\.0,?$'; expect_out '"baseline_ppl"'
 run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 4000 --target 16 --policy fp16
 expect_rc 1 "text too short"; expect_one_line_error "text too short"; expect_err 'need'
 
+# Bootstrap intervals: the lossless policy's interval is exactly zero wide; a lossy one's contains
+# its point estimate; the same seed gives the same numbers.
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 48 --target 16 --policy fp16,int4 --bootstrap 200 --seed 3
+expect_rc 0 "eval ppl with a bootstrap"
+expect_out '^fp16 +- +1\.0[0-9]* +0?1\.0+ +[0-9.]+ +\+0\.00 +\+0\.00 +\+0\.00 '
+checks=$((checks + 1))
+awk '$1 == "int4" { if (!($7 + 0 <= $6 + 0 && $6 + 0 <= $8 + 0 && $7 < $8)) bad = 1; seen = 1 } END { exit !(seen && !bad) }' "$T/out" ||
+  fail_check "int4 interval does not bracket its dPPL%"
+cp "$T/out" "$T/boot1"
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 48 --target 16 --policy fp16,int4 --bootstrap 200 --seed 3
+checks=$((checks + 1)); cmp -s "$T/out" "$T/boot1" || fail_check "same seed, different output"
+
+# Several texts (comma-separated and repeated): one table per text, then the pooled means.
+tail -c 3000 /usr/share/common-licenses/GPL-3 >"$T/prose2.txt" 2>/dev/null || cp "$SRC/man/skv.1" "$T/prose2.txt"
+cp "$SRC/README.md" "$T/prose3.txt"
+run eval ppl --model "$MODEL" --text "$T/prose.txt,$T/prose2.txt" --text "$T/prose3.txt" --context 48 --target 16 \
+  --policy fp16,int4 --bootstrap 100 --json
+expect_rc 0 "eval ppl over three texts"
+expect_out '"texts": \['; expect_out '"pooled": \{'; expect_out '"ci_lo":'; expect_out '"ci_hi":'; expect_out '"mean":'
+checks=$((checks + 1)); ! grep -q '"baseline_ppl": [0-9.]*,$' <(grep -v '^    ' "$T/out") || fail_check "single-text keys with three texts"
+checks=$((checks + 1))
+[[ $(grep -c '"text": ' "$T/out") -eq 3 ]] || fail_check "three texts in the JSON"
+run eval ppl --model "$MODEL" --text "$T/prose.txt,$T/prose2.txt" --context 48 --target 16 --policy fp16,int4
+expect_rc 0 "eval ppl over two texts, human"
+expect_out '^pooled over 2 texts'; expect_out '^int4 +- +[-+][0-9.]+ +[-+][0-9.]+ +[-+][0-9.]+$'
+run eval ppl --model "$MODEL" --text "$T/prose.txt,$T/missing.txt" --context 48 --target 16 --policy fp16
+expect_rc 1 "a missing second text"; expect_one_line_error "missing text"; expect_err 'missing\.txt'
+
+# --holdout half: the planner sees half the window; in-sample and held-out attention errors shown.
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 48 --target 16 --window 8 --policy fp16,spectrum \
+  --budget 0.5 --holdout half --json
+expect_rc 0 "eval ppl --holdout half"
+expect_out '"holdout": "half"'; expect_out '"planner_window": 4,?$'; expect_out '"attn_in_sample": \{'
+expect_out '"attn_held_out": \{'
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 48 --target 16 --window 8 --policy spectrum \
+  --budget 0.5 --holdout half
+expect_rc 0 "eval ppl --holdout half, human"; expect_out 'attn_fit +attn_held'; expect_out '^holdout half'
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --context 48 --target 16 --window 1 --policy fp16 --holdout half
+expect_rc 1 "--holdout half with a window of 1"; expect_one_line_error "holdout window"; expect_err 'at least 2'
+run eval ppl --model "$MODEL" --text "$T/prose.txt" --policy fp16 --holdout third
+expect_rc 2 "--holdout third"
+
 # Cache-only probe on the needle dump: labelled as the heuristic, writes the file encode reads.
 run probe "$T/n.safetensors" -o "$T/probe.json" --json
 expect_rc 0 "cache-only probe"; expect_out '"kind": "cache-only"'; expect_out '"int4_safe": (true|false)'

@@ -49,6 +49,27 @@ check awk -v e="$err" 'BEGIN { exit !(e > 0 && e < 1) }'
 check le "$top1" 1
 run score --compare "$T/d.safetensors" "$T/back.safetensors"; expect_rc 0 "compare, human"
 expect_out 'top-1 agreement'; expect_out 'needle top-1 share'
+# --holdout half: plan on the fitting half of the window, measure on the other half as well.
+run score "$T/d.safetensors" --budget 0.4 --holdout half --json; expect_rc 0 "score --holdout half"
+expect_out '"holdout": "half"'; expect_out '"planner_window": 16,'
+run score "$T/d.safetensors" --budget 0.4 --holdout half -o "$T/half.safetensors"; expect_rc 0 "score --holdout half -o"
+expect_out 'holdout +half: planned on 16 of the 32 window queries'
+checks=$((checks + 1))  # the safetensors header (JSON) records the holdout
+head -c 4096 "$T/half.safetensors" | grep -aq '"skv_holdout":"half"' || fail_check "skv_holdout in the plan's metadata"
+run encode "$T/d.safetensors" --tiers "$T/half.safetensors" -o "$T/h.skv"; expect_rc 0 "encode the half plan"
+run decode "$T/h.skv" -o "$T/hback.safetensors"; expect_rc 0 "decode the half plan"
+run score --compare "$T/d.safetensors" "$T/hback.safetensors" --holdout half --json; expect_rc 0 "compare --holdout half"
+expect_out '"in_sample": \{'; expect_out '"held_out": \{'; expect_out '"holdout": "half"'
+checks=$((checks + 1))
+awk '/"queries":/ { gsub(/,/, "", $2); q[n++] = $2 } END { exit !(n == 3 && q[0] + q[1] == q[2] && q[0] == q[1]) }' "$T/out" ||
+  fail_check "held-out + in-sample queries = all queries"
+run score --compare "$T/d.safetensors" "$T/hback.safetensors" --holdout half; expect_rc 0 "compare --holdout half, human"
+expect_out 'all +in-sample +held-out'; expect_out 'in-sample = the 16 window positions'
+run score --compare "$T/d.safetensors" "$T/d.safetensors" --holdout half --json; expect_rc 0 "compare identical, halves"
+checks=$((checks + 1)); [[ $(grep -c '"attn_rel_err": 0.0,' "$T/out") -eq 3 ]] || fail_check "zero error in every half"
+run score "$T/noq.safetensors" --budget 0.5 --holdout half; expect_rc 1 "holdout without queries"; expect_one_line_error
+run score --compare "$T/d.safetensors" "$T/d.safetensors" --holdout third; expect_rc 2 "--holdout third"
+
 run score --compare "$T/noq.safetensors" "$T/noq.safetensors"; expect_rc 1 "original without queries"
 expect_one_line_error; expect_err 'queries'
 run score --compare "$T/d.safetensors" "$T/short.safetensors"; expect_rc 1 "shape mismatch"

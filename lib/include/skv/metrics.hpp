@@ -2,6 +2,7 @@
 // element error of K and V but how much the attention output of real queries moves.
 #pragma once
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "skv/codec.hpp"
@@ -25,6 +26,13 @@ struct AttentionMetrics {
 // Both caches must have the same shape; queries come from `original`. Throws
 // Errc::invalid_argument when the original carries no queries or the shapes differ.
 AttentionMetrics attention_metrics(const KvCache& original, const KvCache& decoded, int threads = 0);
+
+// The same over the window queries at `positions` only (window indices of the original, each in
+// [0, window), query i sitting at token tokens - window + i): what --holdout measures on the
+// half of the window a plan did not see (query_split.hpp). Throws Errc::invalid_argument on a
+// position outside the window.
+AttentionMetrics attention_metrics(const KvCache& original, const KvCache& decoded,
+                                   std::span<const int> positions, int threads = 0);
 
 // A cache decoded in memory: owns the tensors `cache` views.
 struct DecodedCache {

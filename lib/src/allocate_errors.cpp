@@ -8,6 +8,7 @@
 
 #include "layer_walk.hpp"
 #include "policy_detail.hpp"
+#include "rope.hpp"
 #include "scratch_pool.hpp"
 #include "skv/allocate.hpp"
 #include "skv/error.hpp"
@@ -145,7 +146,7 @@ void add_top1_terms(const Scores& sc, int l, int h, double cost, const std::vect
 struct Setup {
   int L, H, T, D, g8, g4;
   KeyTransform tf;
-  std::optional<detail::RopeTable> rope;
+  std::optional<detail::RopeTables> rope;
 };
 
 Setup make_setup(const KvCache& c, const QuantSettings& q, KeyTransform tf) {
@@ -157,9 +158,9 @@ Setup make_setup(const KvCache& c, const QuantSettings& q, KeyTransform tf) {
          "quantizer groups (int8 " + std::to_string(s.g8) + ", int4 " + std::to_string(s.g4) +
              ") must divide head_dim " + std::to_string(s.D) + " and be at most 256");
   if (tf == KeyTransform::prerope_centre) {
-    if (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown)
-      fail(Errc::invalid_argument, c.source, "prerope_centre needs rope_theta and rope_style metadata");
-    s.rope.emplace(s.T, s.D, *c.meta.rope_theta, c.meta.rope_style, c.meta.position_offset);
+    if (!c.meta.prerope_ok(c.shape))
+      fail(Errc::invalid_argument, c.source, "prerope_centre: " + c.meta.prerope_unavailable(c.shape));
+    s.rope.emplace(c.meta, s.L, s.D, s.T);
   }
   return s;
 }
@@ -184,8 +185,8 @@ std::vector<float> query_power(const KvCache& c, int l, int h) {
   return out;
 }
 
-void to_key_space(const Setup& s, float* row, int t, const std::vector<float>& centre) {
-  if (s.tf == KeyTransform::prerope_centre) s.rope->apply(row, t, true);
+void to_key_space(const Setup& s, int l, float* row, int t, const std::vector<float>& centre) {
+  if (s.tf == KeyTransform::prerope_centre) s.rope->layer(l).rotate(row, t, true);
   if (s.tf != KeyTransform::none)
     for (int d = 0; d < s.D; ++d) row[d] -= centre[d];
 }
@@ -199,7 +200,7 @@ std::vector<float> key_centre(const KvCache& c, const Setup& s, int l, int h, co
   const std::vector<float> zero(size_t(s.D), 0.0f);
   for (int t : tokens) {
     detail::load_row(c.row(l, false, h, t), c.shape.dtype, s.D, row.data());
-    if (s.tf == KeyTransform::prerope_centre) s.rope->apply(row.data(), t, true);
+    if (s.tf == KeyTransform::prerope_centre) s.rope->layer(l).rotate(row.data(), t, true);
     for (int d = 0; d < s.D; ++d) acc[d] += std::isfinite(row[d]) ? row[d] : 0.0f;
   }
   for (int d = 0; d < s.D; ++d) centre[d] = float(acc[d] / double(tokens.size()));
@@ -262,7 +263,7 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       float* kr = &K[size_t(t) * D];
       detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, kr);
       detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, &V[size_t(t) * D]);
-      if (s.tf == KeyTransform::prerope_centre) s.rope->apply(kr, t, true);
+      if (s.tf == KeyTransform::prerope_centre) s.rope->layer(l).rotate(kr, t, true);
     }
     // Value mean, key centre and key spread over the tokens likely to be quantized.
     for (int t : unpinned) {
@@ -365,7 +366,7 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
   if (sample.empty()) sample.push_back(T - 1);
   std::vector<Setup> setups;
   for (KeyTransform tf : {KeyTransform::none, KeyTransform::centre, KeyTransform::prerope_centre}) {
-    if (tf == KeyTransform::prerope_centre && (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown))
+    if (tf == KeyTransform::prerope_centre && !c.meta.prerope_ok(c.shape))
       continue;
     setups.push_back(make_setup(c, q, tf));
   }
@@ -382,7 +383,7 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
       double acc = 0;
       for (int t : sample) {
         detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k.data());
-        to_key_space(s, k.data(), t, centre);
+        to_key_space(s, l, k.data(), t, centre);
         acc += group_error(k.data(), D, s.g8, w, false, false) + group_error(k.data(), D, s.g4, w, true, false);
       }
       per[i * tasks + size_t(l) * H + h] = acc;

@@ -188,13 +188,13 @@ TEST(ParseKvMeta, ParsesAndRejects) {
                            "d");
   EXPECT_EQ(m.model, "llama");
   EXPECT_EQ(m.architecture, "LlamaForCausalLM");
-  EXPECT_EQ(m.rope_theta, 500000.0);
+  EXPECT_EQ(m.rope_theta, std::vector<double>{500000.0});
   EXPECT_EQ(m.rope_style, RopeStyle::gptj);
   EXPECT_EQ(m.position_offset, 12);
   EXPECT_EQ(m.needle_start, 100);
   EXPECT_EQ(m.needle_len, 7);
   KvMeta e = parse_kv_meta({}, "d");
-  EXPECT_FALSE(e.rope_theta || e.needle_start || e.needle_len);
+  EXPECT_FALSE(!e.rope_theta.empty() || e.needle_start || e.needle_len);
   EXPECT_EQ(e.rope_style, RopeStyle::unknown);
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{
            {"rope_theta", "1e4x"}, {"rope_theta", ""}, {"rope_theta", "-5"}, {"rope_style", "llama"},

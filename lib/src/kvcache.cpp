@@ -232,7 +232,7 @@ std::string rope_scaling_json(const RopeScaling& s) {
 std::string KvMeta::rope_summary() const {
   if (rope_theta.empty()) return {};
   std::string out = "theta ";
-  if (rope_v1() || rope_theta.size() == 1) {
+  if (std::all_of(rope_theta.begin(), rope_theta.end(), [&](double t) { return t == rope_theta[0]; })) {
     out += num_str(rope_theta[0]);
   } else {
     // Distinct thetas in first-use order, each with its layers as ranges.

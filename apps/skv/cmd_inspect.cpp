@@ -13,6 +13,10 @@
 namespace skv::cli {
 namespace {
 
+const char* rope_style_name(RopeStyle s) {
+  return s == RopeStyle::neox ? "neox" : s == RopeStyle::gptj ? "gptj" : "unknown";
+}
+
 struct InspectArgs {
   std::string input = "-", layout = "htd";
   bool json = false, verify = false, brief = false;
@@ -60,10 +64,12 @@ int inspect_dump(const InspectArgs& a, std::shared_ptr<InputFile> file, const Gl
     if (s.q_heads)
       fmt::print("observation queries: {} heads x {} window tokens\n", s.q_heads, s.window);
     if (!c.meta.model.empty()) fmt::print("model: {}\n", c.meta.model);
-    if (c.meta.rope_theta)
-      fmt::print("rope: theta {} style {} offset {}\n", *c.meta.rope_theta,
-                 c.meta.rope_style == RopeStyle::neox ? "neox" : c.meta.rope_style == RopeStyle::gptj ? "gptj" : "unknown",
-                 c.meta.position_offset);
+    if (!c.meta.rope_theta.empty() || !c.meta.rope_unsupported.empty()) {
+      const std::string why = c.meta.prerope_unavailable(s);
+      fmt::print("rope: {} style {} offset {}{}\n", c.meta.rope_theta.empty() ? "theta unknown" : c.meta.rope_summary(),
+                 rope_style_name(c.meta.rope_style), c.meta.position_offset,
+                 why.empty() ? "" : " (prerope unavailable: " + why + ")");
+    }
     if (g.verbosity > 1)
       for (const auto& t : d.reader->tensors())
         fmt::print("  {:<32} {:<5} {}\n", t.name, dtype_name(t.dtype), shape_str(t.shape));
@@ -125,6 +131,9 @@ int inspect_container(const InspectArgs& a, const InputFile& file, const Globals
              a.input, info.format_version, s.layers, s.kv_heads, s.tokens, s.head_dim,
              dtype_name(s.dtype), info.layout == Layout::HTD ? "htd" : "thd");
   fmt::print("producer: {}   policy: {}\n", info.producer, info.policy);
+  if (!info.rope.rope_theta.empty())
+    fmt::print("rope: {} style {} offset {}\n", info.rope.rope_summary(), rope_style_name(info.rope.rope_style),
+               info.rope.position_offset);
   fmt::print("budget: achieved {:.4f}{} (every byte counted), nominal {:.4f}\n", info.achieved_budget,
              info.requested_budget > 0 ? fmt::format(" of {:.4f} requested", info.requested_budget) : "",
              info.nominal_budget);

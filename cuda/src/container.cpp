@@ -29,15 +29,35 @@ class DeviceBuffer {
   void* p_ = nullptr;
 };
 
-// The RoPE table on the device (prerope_centre only; otherwise empty and null).
-std::unique_ptr<DeviceBuffer> upload_rope(const LayerGeometry& g, double theta, int64_t position_offset) {
-  if (g.key_transform != KeyTransform::prerope_centre) return nullptr;
-  std::vector<float> table(rope_table_floats(g));
-  fill_rope_table(g, theta, position_offset, table.data());
-  auto d = std::make_unique<DeviceBuffer>(table.size() * sizeof(float));
-  SKV_CUDA_CHECK(cudaMemcpy(d->get(), table.data(), table.size() * sizeof(float), cudaMemcpyHostToDevice));
-  return d;
-}
+// The RoPE tables on the device (prerope_centre only; otherwise empty): one per distinct layer
+// RoPE (KvMeta::rope_for_layer), not per layer; layer(l) is layer l's.
+class DeviceRope {
+ public:
+  DeviceRope() = default;
+  DeviceRope(const LayerGeometry& g, const KvMeta& rope, int layers) {
+    if (g.key_transform != KeyTransform::prerope_centre) return;
+    std::vector<float> table(rope_table_floats(g));
+    for (int l = 0; l < layers; ++l) {
+      const RopeParams p = rope.rope_for_layer(l);
+      size_t i = 0;
+      while (i < params_.size() && !(params_[i] == p)) ++i;
+      if (i == params_.size()) {
+        fill_rope_table(g, p, rope.position_offset, table.data());
+        auto d = std::make_unique<DeviceBuffer>(table.size() * sizeof(float));
+        SKV_CUDA_CHECK(cudaMemcpy(d->get(), table.data(), table.size() * sizeof(float), cudaMemcpyHostToDevice));
+        params_.push_back(p);
+        tables_.push_back(std::move(d));
+      }
+      index_.push_back(i);
+    }
+  }
+  const float* layer(int l) const { return index_.empty() ? nullptr : tables_[index_[size_t(l)]]->get<float>(); }
+
+ private:
+  std::vector<RopeParams> params_;
+  std::vector<std::unique_ptr<DeviceBuffer>> tables_;
+  std::vector<size_t> index_;
+};
 
 constexpr size_t round256(size_t n) { return (n + 255) & ~size_t(255); }
 
@@ -45,7 +65,7 @@ constexpr size_t round256(size_t n) { return (n + 255) & ~size_t(255); }
 
 EncodeResult encode_cuda(const KvCache& cache, const Plan& plan, ByteSink& out, const EncodeOptions& opts) {
   // Made on the first layer, after encode() has validated the cache and plan.
-  std::unique_ptr<DeviceBuffer> rope;  // declared before the pipeline, which uses it
+  DeviceRope rope;  // declared before the pipeline, which uses it
   std::unique_ptr<EncodePipeline> pipe;
   int submitted = 0;
   const int L = cache.shape.layers;
@@ -54,9 +74,9 @@ EncodeResult encode_cuda(const KvCache& cache, const Plan& plan, ByteSink& out, 
   o.layer_streams = [&](int l, LayerStreamViews& streams) {
     if (!pipe) {
       const LayerGeometry g = make_geometry(cache.shape, cache.layout, plan.quant, cache.meta.rope_style, cache.source);
-      if (g.key_transform == KeyTransform::prerope_centre)
-        rope = upload_rope(g, *cache.meta.rope_theta, cache.meta.position_offset);
-      pipe = std::make_unique<EncodePipeline>(g, rope ? rope->get<float>() : nullptr);
+      // encode() has checked cache.meta.prerope_ok(): rope_for_layer(l) is what the manifest says.
+      rope = DeviceRope(g, cache.meta, L);
+      pipe = std::make_unique<EncodePipeline>(g, rope.layer(0));
     }
     // Keep the next layer encoding while the writer compresses and writes this one. Layer l-1's
     // payload (the slot layer l+1 takes) has been written by the time layer l is asked for.
@@ -65,7 +85,7 @@ EncodeResult encode_cuda(const KvCache& cache, const Plan& plan, ByteSink& out, 
       const size_t at = size_t(submitted) * T;
       pipe->submit(layer.k.bytes.data(), layer.v.bytes.data(),
                    reinterpret_cast<const uint8_t*>(plan.k_tiers.data() + at),
-                   reinterpret_cast<const uint8_t*>(plan.v_tiers.data() + at));
+                   reinterpret_cast<const uint8_t*>(plan.v_tiers.data() + at), rope.layer(submitted));
     }
     const EncodePipeline::Done done = pipe->next(cache.source);
     if (done.layer != l) fail(Errc::cuda, cache.source, "internal: GPU pipeline returned the wrong layer");
@@ -78,7 +98,8 @@ EncodeResult encode_cuda(const KvCache& cache, const Plan& plan, ByteSink& out, 
 struct LayerDecoder::Impl {
   ContainerReader& reader;
   LayerGeometry geo;
-  std::unique_ptr<DeviceBuffer> rope, payload, kv, workspace;
+  DeviceRope rope;
+  std::unique_ptr<DeviceBuffer> payload, kv, workspace;
   uint8_t* h_payload = nullptr;  // pinned
   size_t payload_cap = 0, workspace_size = 0, kv_stride = 0;
   cudaStream_t stream = nullptr;
@@ -94,8 +115,7 @@ struct LayerDecoder::Impl {
   void setup() {
     const ContainerInfo& info = reader.info();
     geo = make_geometry(info.shape, info.layout, info.quant, info.rope.rope_style, "container");
-    if (geo.key_transform == KeyTransform::prerope_centre)
-      rope = upload_rope(geo, info.rope.rope_theta.value_or(0.0), info.rope.position_offset);
+    if (geo.key_transform == KeyTransform::prerope_centre) rope = DeviceRope(geo, info.rope, info.shape.layers);
     payload_cap = max_layer_bytes(geo);
     workspace_size = workspace_bytes(geo);
     kv_stride = round256(size_t(geo.kv_heads) * size_t(geo.tokens) * size_t(geo.head_dim) * 4);
@@ -123,7 +143,7 @@ struct LayerDecoder::Impl {
     o.v = kv->get() + kv_stride;
     o.dtype = dt;
     o.mask = info.has_drops ? kv->get() + 2 * kv_stride : nullptr;
-    decode_layer_async(plan, payload->get(), rope ? rope->get<float>() : nullptr, o, workspace->get(),
+    decode_layer_async(plan, payload->get(), rope.layer(l), o, workspace->get(),
                        workspace_size, stream);
     for (int k_or_v = 0; k_or_v < 2; ++k_or_v) {
       Tensor& t = k_or_v ? out.v : out.k;

@@ -146,10 +146,15 @@ size_t workspace_bytes(const LayerGeometry& g) { return workspace_size_for(g.tok
 size_t rope_table_floats(const LayerGeometry& g) { return size_t(g.tokens) * size_t(g.head_dim / 2) * 2; }
 
 void fill_rope_table(const LayerGeometry& g, double theta, int64_t position_offset, float* table) {
-  // skv.md: inv_freq = 1 / pow(theta, f64(2j) / f64(D)); angle = f64(p) * inv_freq; f32(cos), f32(sin)
+  fill_rope_table(g, RopeParams{theta, {}}, position_offset, table);
+}
+
+void fill_rope_table(const LayerGeometry& g, const RopeParams& rope, int64_t position_offset, float* table) {
+  // skv.md, "RoPE frequencies": inv_freq in f64 (skv::rope_inv_freq, scaling included);
+  // angle = f64(p) * inv_freq; f32(cos), f32(sin)
   const int half = g.head_dim / 2, D = g.head_dim;
   std::vector<double> inv_freq(static_cast<size_t>(half));
-  for (int j = 0; j < half; ++j) inv_freq[size_t(j)] = 1.0 / std::pow(theta, double(2 * j) / double(D));
+  for (int j = 0; j < half; ++j) inv_freq[size_t(j)] = rope_inv_freq(rope, j, D);
   float* cs = table;
   float* sn = table + size_t(g.tokens) * size_t(half);
   for (int t = 0; t < g.tokens; ++t)

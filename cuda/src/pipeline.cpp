@@ -64,7 +64,7 @@ void EncodePipeline::release() noexcept {
 }
 
 void EncodePipeline::submit(const void* k, const void* v, const uint8_t* k_tiers,
-                            const uint8_t* v_tiers) {
+                            const uint8_t* v_tiers, const float* rope) {
   if (in_flight_ == 2) fail(Errc::invalid_argument, "cuda", "EncodePipeline: two layers already in flight");
   Slot& s = slots_[size_t(submitted_ % 2)];
   const std::string ctx = "layer " + std::to_string(submitted_);
@@ -89,7 +89,7 @@ void EncodePipeline::submit(const void* k, const void* v, const uint8_t* k_tiers
   }
   in.k_tiers = s.d_maps;
   in.v_tiers = s.d_maps + T;
-  in.rope = rope_;
+  in.rope = rope ? rope : rope_;
   encode_layer_async(s.plan, in, s.d_payload, payload_cap_, s.d_workspace, workspace_, compute_);
   SKV_CUDA_CHECK(cudaEventRecord(s.encoded, compute_));
   SKV_CUDA_CHECK(cudaStreamWaitEvent(copy_, s.encoded, 0));

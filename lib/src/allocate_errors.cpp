@@ -170,27 +170,40 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
                                            const std::function<void(int)>& layer_done) {
   std::array<double, 3> out{-1, -1, -1};
   const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
-  const bool rope = c.meta.rope_theta && c.meta.rope_style != RopeStyle::unknown;
+  const bool rope = c.meta.prerope_ok(c.shape);
   const detail::ErrorSetup s = detail::make_error_setup(c, q, KeyTransform::none);
   // A sample of unpinned tokens, evenly spread, the same in every head: about 32k rows over the
-  // whole cache (at least 32 a head) decide one global choice; more would only cost time.
+  // whole cache (32 to 256 a head, at most a sixteenth of the tokens) decide one global choice;
+  // more would only cost time.
   std::vector<int> cand;
   for (int t = 0; t < T; ++t)
     if (pinned.empty() || !pinned[size_t(t)]) cand.push_back(t);
   if (cand.empty()) cand.push_back(T - 1);
-  const int per_head = int(std::clamp<int64_t>(32768 / (int64_t(L) * H), 32, 256));
+  const int per_head = int(std::min<int64_t>(std::clamp<int64_t>(32768 / (int64_t(L) * H), 32, 256),
+                                             std::max(32, T / 16)));
   std::vector<int> sample;
   const size_t n = std::min(cand.size(), size_t(per_head));
   for (size_t k = 0; k < n; ++k) sample.push_back(cand[(2 * k + 1) * cand.size() / (2 * n)]);
-  // RoPE angles of the sampled positions only.
-  std::vector<float> cs, sn;
-  std::optional<detail::RopeTable> table;
-  if (rope) {
-    table.emplace(*c.meta.rope_theta, c.meta.rope_style, D);
-    cs.resize(sample.size() * size_t(D / 2));
-    sn.resize(cs.size());
-    for (size_t i = 0; i < sample.size(); ++i)
-      table->angles(c.meta.position_offset + sample[i], &cs[i * size_t(D / 2)], &sn[i * size_t(D / 2)]);
+  // RoPE angles of the sampled positions only, per distinct parameter set of the layers.
+  struct Angles {
+    RopeParams params;
+    detail::RopeTable table;
+    std::vector<float> cs, sn;
+  };
+  std::vector<Angles> angles;
+  std::vector<int> layer_angles(size_t(L), 0);
+  for (int l = 0; l < L && rope; ++l) {
+    const RopeParams p = c.meta.rope_for_layer(l);
+    size_t i = 0;
+    while (i < angles.size() && !(angles[i].params == p)) ++i;
+    if (i == angles.size()) {
+      Angles a{p, detail::RopeTable(p, c.meta.rope_style, D), std::vector<float>(sample.size() * size_t(D / 2)), {}};
+      a.sn.resize(a.cs.size());
+      for (size_t j = 0; j < sample.size(); ++j)
+        a.table.angles(c.meta.position_offset + sample[j], &a.cs[j * size_t(D / 2)], &a.sn[j * size_t(D / 2)]);
+      angles.push_back(std::move(a));
+    }
+    layer_angles[size_t(l)] = int(i);
   }
   const int variants = rope ? 3 : 2;
   const size_t tasks = size_t(L) * H;
@@ -215,7 +228,8 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
       if (rope) {
         float* y = &rows[(m + i) * D];
         std::copy(x, x + D, y);
-        table->undo(y, &cs[i * size_t(D / 2)], &sn[i * size_t(D / 2)]);
+        const Angles& a = angles[size_t(layer_angles[size_t(l)])];
+        a.table.undo(y, &a.cs[i * size_t(D / 2)], &a.sn[i * size_t(D / 2)]);
         for (int d = 0; d < D; ++d) mean[size_t(D + d)] += y[d];
       }
       for (int d = 0; d < D; ++d) mean[size_t(d)] += x[d];

@@ -67,6 +67,12 @@ std::string build_manifest(const KvCache& cache, const QuantSettings& quant, con
 void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,
                     std::vector<Shape>& k_shapes, std::vector<Shape>& v_shapes, KvMeta& rope);
 
+// RoPE (formats/skv.md, "RoPE frequencies"): what the manifest's `rope` entry describes for
+// this cache (empty rope_theta: null), and the minor version that entry needs (1 for the
+// per-layer / scaling form, else 0).
+KvMeta manifest_rope(const KvCache& cache);
+uint16_t rope_minor(const KvCache& cache);
+
 std::string default_producer();
 const char* layout_name(Layout l);
 const char* transform_name(KeyTransform t);

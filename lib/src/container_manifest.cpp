@@ -1,6 +1,8 @@
 // The MANI section: a JSON object describing everything per cache (formats/skv.md, "MANI").
 #include <nlohmann/json.hpp>
 
+#include <cmath>
+
 #include "container_format.hpp"
 #include "skv/error.hpp"
 
@@ -41,6 +43,56 @@ void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, const std::
              std::to_string(d));
 }
 
+// The manifest's `rope` entry (formats/skv.md, "RoPE frequencies"): the 1.0 form (one theta)
+// when it can hold the description, else the 1.1 form (a theta per layer, optional scaling).
+KvMeta manifest_rope(const KvCache& c) {
+  const KvMeta& m = c.meta;
+  const bool described = !m.rope_theta.empty() && m.rope_style != RopeStyle::unknown &&
+                         m.rope_unsupported.empty() &&
+                         (m.rope_theta.size() == 1 || m.rope_theta.size() == size_t(c.shape.layers)) &&
+                         (m.rotary_dim == 0 || m.rotary_dim == c.shape.head_dim);
+  KvMeta r;
+  if (!described) return r;
+  r.rope_style = m.rope_style;
+  r.position_offset = m.position_offset;
+  r.rope_scaling = m.rope_scaling;
+  if (m.rope_v1()) {
+    r.rope_theta = {m.rope_theta[0]};
+  } else {
+    for (int l = 0; l < c.shape.layers; ++l) r.rope_theta.push_back(m.rope_for_layer(l).theta);
+  }
+  return r;
+}
+
+uint16_t rope_minor(const KvCache& c) {
+  const KvMeta r = manifest_rope(c);
+  return !r.rope_theta.empty() && !r.rope_v1() ? 1 : 0;
+}
+
+namespace {
+json rope_json(const KvCache& c) {
+  const KvMeta r = manifest_rope(c);
+  if (r.rope_theta.empty()) return nullptr;
+  json j;
+  if (r.rope_v1()) {
+    j["theta"] = r.rope_theta[0];
+  } else {
+    j["theta"] = r.rope_theta;  // one per layer (format 1.1)
+    const RopeScaling& s = r.rope_scaling;
+    if (s.type == RopeScalingType::linear) j["scaling"] = {{"rope_type", "linear"}, {"factor", s.factor}};
+    if (s.type == RopeScalingType::llama3)
+      j["scaling"] = {{"rope_type", "llama3"},
+                      {"factor", s.factor},
+                      {"low_freq_factor", s.low_freq_factor},
+                      {"high_freq_factor", s.high_freq_factor},
+                      {"original_max_position_embeddings", s.original_max_position_embeddings}};
+  }
+  j["style"] = r.rope_style == RopeStyle::neox ? "neox" : "gptj";
+  j["position_offset"] = r.position_offset;
+  return j;
+}
+}  // namespace
+
 std::string build_manifest(const KvCache& c, const QuantSettings& quant, const std::string& policy,
                            double requested_budget, const std::string& producer, bool has_drops) {
   int g8, g4;
@@ -67,12 +119,7 @@ std::string build_manifest(const KvCache& c, const QuantSettings& quant, const s
   }
   j["tensors"] = std::move(tensors);
   j["metadata"] = c.metadata;
-  if (c.meta.rope_theta && c.meta.rope_style != RopeStyle::unknown)
-    j["rope"] = {{"theta", *c.meta.rope_theta},
-                 {"style", c.meta.rope_style == RopeStyle::neox ? "neox" : "gptj"},
-                 {"position_offset", c.meta.position_offset}};
-  else
-    j["rope"] = nullptr;
+  j["rope"] = rope_json(c);
   j["policy"] = policy;
   j["requested_budget"] = requested_budget;
   j["drops"] = has_drops ? 1 : 0;
@@ -116,6 +163,56 @@ void expect(const json& j, const char* key, const json& want, const std::string&
          std::string("manifest: '") + key + "' = " + j.at(key).dump() + " (this reader knows " +
              want.dump() + ")");
 }
+
+// The `rope` entry, 1.0 or 1.1 form (formats/skv.md, "RoPE frequencies").
+void parse_rope(const json& r, int layers, const std::string& ctx, KvMeta& rope) {
+  rope = KvMeta{};
+  if (r.is_null()) return;
+  if (!r.is_object()) bad(ctx, "'rope' must be an object or null");
+  const json& th = field(r, "theta", ctx);
+  auto positive_num = [&](const json& v, const std::string& what) {
+    if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0))
+      bad(ctx, "'" + what + "' must be a number > 0");
+    return v.get<double>();
+  };
+  if (th.is_array()) {
+    if (th.size() != size_t(layers))
+      bad(ctx, "'rope.theta' lists " + std::to_string(th.size()) + " thetas for " + std::to_string(layers) + " layers");
+    for (const json& t : th) rope.rope_theta.push_back(positive_num(t, "rope.theta"));
+  } else {
+    rope.rope_theta = {positive_num(th, "rope.theta")};
+  }
+  if (auto sc = r.find("scaling"); sc != r.end()) {
+    if (!th.is_array()) bad(ctx, "'rope.scaling' needs 'rope.theta' to be the per-layer list (format 1.1)");
+    if (!sc->is_object()) bad(ctx, "'rope.scaling' must be an object");
+    const std::string type = str(*sc, "rope_type", ctx);
+    RopeScaling& s = rope.rope_scaling;
+    auto get = [&](const char* key) { return positive_num(field(*sc, key, ctx), std::string("rope.scaling.") + key); };
+    if (type == "linear") {
+      s.type = RopeScalingType::linear;
+      s.factor = get("factor");
+    } else if (type == "llama3") {
+      s.type = RopeScalingType::llama3;
+      s.factor = get("factor");
+      s.low_freq_factor = get("low_freq_factor");
+      s.high_freq_factor = get("high_freq_factor");
+      s.original_max_position_embeddings = get("original_max_position_embeddings");
+      if (!(s.high_freq_factor > s.low_freq_factor))
+        bad(ctx, "'rope.scaling.high_freq_factor' must exceed 'low_freq_factor'");
+    } else {
+      fail(Errc::unsupported, ctx, "manifest: rope scaling type '" + type + "' (this reader knows linear, llama3)");
+    }
+  }
+  const std::string st = str(r, "style", ctx);
+  if (st == "neox") rope.rope_style = RopeStyle::neox;
+  else if (st == "gptj") rope.rope_style = RopeStyle::gptj;
+  else bad(ctx, "unknown rope style '" + st + "'");
+  const json& po = field(r, "position_offset", ctx);
+  if (!po.is_number_integer() || po.get<int64_t>() < 0 || po.get<int64_t>() > (int64_t(1) << 40))
+    bad(ctx, "bad 'rope.position_offset'");
+  rope.position_offset = po.get<int64_t>();
+}
+
 }  // namespace
 
 void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,
@@ -179,21 +276,7 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
       if (!it.value().is_string()) bad(ctx, "metadata value of '" + it.key() + "' is not a string");
       info.metadata[it.key()] = it.value().get<std::string>();
     }
-    rope = KvMeta{};
-    const json& r = field(j, "rope", ctx);
-    if (!r.is_null()) {
-      const json& th = field(r, "theta", ctx);
-      if (!th.is_number() || !(th.get<double>() > 0)) bad(ctx, "'rope.theta' must be > 0");
-      rope.rope_theta = th.get<double>();
-      const std::string st = str(r, "style", ctx);
-      if (st == "neox") rope.rope_style = RopeStyle::neox;
-      else if (st == "gptj") rope.rope_style = RopeStyle::gptj;
-      else bad(ctx, "unknown rope style '" + st + "'");
-      const json& po = field(r, "position_offset", ctx);
-      if (!po.is_number_integer() || po.get<int64_t>() < 0 || po.get<int64_t>() > (int64_t(1) << 40))
-        bad(ctx, "bad 'rope.position_offset'");
-      rope.position_offset = po.get<int64_t>();
-    }
+    parse_rope(field(j, "rope", ctx), s.layers, ctx, rope);
     info.policy = str(j, "policy", ctx);
     const json& rb = field(j, "requested_budget", ctx);
     if (!rb.is_number()) bad(ctx, "'requested_budget' must be a number");
@@ -228,7 +311,7 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
     else if (kt == "centre") qs.key_transform = KeyTransform::centre;
     else if (kt == "prerope_centre") qs.key_transform = KeyTransform::prerope_centre;
     else fail(Errc::unsupported, ctx, "manifest: unknown key_transform '" + kt + "'");
-    if (qs.key_transform == KeyTransform::prerope_centre && (!rope.rope_theta || s.head_dim % 2))
+    if (qs.key_transform == KeyTransform::prerope_centre && (rope.rope_theta.empty() || s.head_dim % 2))
       bad(ctx, "prerope_centre needs 'rope' and an even head_dim");
     const json& zl = field(q, "zstd_level", ctx);
     qs.zstd_level = zl.is_number_integer() ? int(zl.get<int64_t>()) : 0;

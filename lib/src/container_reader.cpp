@@ -49,7 +49,7 @@ struct ContainerReader::Impl {
   int H = 0, T = 0, D = 0, g8 = 0, g4 = 0;
   RowBytes rb;
   bool centred = false;
-  std::unique_ptr<detail::RopeTable> rope;
+  std::unique_ptr<detail::RopeTables> ropes;  // prerope_centre: one table per distinct layer RoPE
   uint64_t max_layer_payload = 0;
   std::vector<uint8_t> payload_buf;
   const uint8_t* payload = nullptr;  // the current section's payload: payload_buf or span_in
@@ -225,8 +225,7 @@ struct ContainerReader::Impl {
     rb = row_bytes(D, g8, g4);
     centred = info.quant.key_transform != KeyTransform::none;
     if (info.quant.key_transform == KeyTransform::prerope_centre) {
-      rope = std::make_unique<detail::RopeTable>(*info.rope.rope_theta, info.rope.rope_style, D);
-      rope->cache_positions(info.rope.position_offset, T);
+      ropes = std::make_unique<detail::RopeTables>(info.rope, info.shape.layers, D, T);
     }
     const uint64_t HT = uint64_t(H) * uint64_t(T);
     max_layer_payload = kDirSize + kStreams * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
@@ -333,7 +332,7 @@ struct ContainerReader::Impl {
     const float* centre = kv == 0 && centred
                               ? reinterpret_cast<const float*>(stream[kKCentre]) + size_t(h) * size_t(D)
                               : nullptr;
-    const detail::RopeTable* rp = kv == 0 ? rope.get() : nullptr;
+    const detail::RopeTable* rp = kv == 0 && ropes ? &ropes->layer(next - 1) : nullptr;  // this layer's
     const bool htd = info.layout == Layout::HTD;
     std::byte* dst0 = out.data.data() + (htd ? size_t(h) * size_t(T) : size_t(h)) * row_bytes_out;
     const size_t dst_step = htd ? row_bytes_out : row_bytes_out * size_t(H);

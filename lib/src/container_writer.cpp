@@ -93,11 +93,8 @@ void validate(const KvCache& c, const Plan& plan, const std::string& ctx) {
   for (const auto* tiers : {&plan.k_tiers, &plan.v_tiers})
     for (Tier t : *tiers)
       if (uint8_t(t) >= kNumTiers) fail(Errc::invalid_argument, ctx, "plan holds an unknown tier code");
-  if (plan.quant.key_transform == KeyTransform::prerope_centre &&
-      (!c.meta.rope_theta || !(*c.meta.rope_theta > 0) || c.meta.rope_style == RopeStyle::unknown))
-    fail(Errc::invalid_argument, ctx, "key transform prerope_centre needs rope_theta and rope_style in the metadata");
-  if (plan.quant.key_transform == KeyTransform::prerope_centre && s.head_dim % 2)
-    fail(Errc::invalid_argument, ctx, "key transform prerope_centre needs an even head_dim");
+  if (plan.quant.key_transform == KeyTransform::prerope_centre && !c.meta.prerope_ok(s))
+    fail(Errc::invalid_argument, ctx, "key transform prerope_centre: " + c.meta.prerope_unavailable(s));
   if (c.meta.position_offset < 0) fail(Errc::invalid_argument, ctx, "negative position_offset");
   if (uint8_t(plan.quant.key_transform) > 2) fail(Errc::invalid_argument, ctx, "unknown key transform");
   if (plan.quant.zstd_level < 0 || plan.quant.zstd_level > ZSTD_maxCLevel())
@@ -167,7 +164,7 @@ struct LayerEncoder {
   const KvCache& c;
   const Plan& plan;
   const Geometry& g;
-  const detail::RopeTable* rope;
+  const detail::RopeTables* ropes;  // null unless prerope_centre
 
   // Tier counts, ranks within each tier and stream sizes of layer l.
   void count(LayerJob& j, int l) const {
@@ -294,6 +291,7 @@ struct LayerEncoder {
                                : dt == DType::BF16 ? detail::RowType::bf16
                                                    : detail::RowType::f32;
     std::vector<float> cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
+    const detail::RopeTable* rope = ropes && kv == 0 ? &ropes->layer(l) : nullptr;  // this layer's
     // RoPE of tokens t, t + 1, ...: the table's cached angles in place, or (a position the table
     // does not hold) computed here, for one row only: `rows` is cut to 1.
     auto rope_run = [&](int t, int& rows) {
@@ -486,12 +484,10 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
       std::find(plan.v_tiers.begin(), plan.v_tiers.end(), Tier::DROP) != plan.v_tiers.end();
   const std::string manifest =
       build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer, has_drops);
-  std::unique_ptr<detail::RopeTable> rope;
+  // One table per distinct layer RoPE, positions cached (the manifest's description of it).
+  std::unique_ptr<detail::RopeTables> ropes;
   if (plan.quant.key_transform == KeyTransform::prerope_centre)
-  {
-    rope = std::make_unique<detail::RopeTable>(*cache.meta.rope_theta, cache.meta.rope_style, g.D);
-    rope->cache_positions(cache.meta.position_offset, g.T);
-  }
+    ropes = std::make_unique<detail::RopeTables>(manifest_rope(cache), g.L, g.D, g.T);
 
   EncodeResult res;
   ByteBreakdown& bb = res.bytes;
@@ -499,7 +495,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   uint8_t fh[kHeaderSize] = {};
   std::memcpy(fh, kMagic.data(), 8);
   put_u16(fh + 8, kMajor);
-  put_u16(fh + 10, kMinor);
+  put_u16(fh + 10, std::max(kMinor, rope_minor(cache)));
   put_u32(fh + 16, uint32_t(kAlign));
   fill_header_hash(fh);
   out.write(fh, kHeaderSize);
@@ -512,7 +508,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   }
   bb.manifest = manifest.size();
 
-  const LayerEncoder enc{cache, plan, g, rope.get()};
+  const LayerEncoder enc{cache, plan, g, ropes.get()};
   LayerJob jobs[2];
   LayerStreamViews external;
   std::vector<uint8_t> packed[kStreams];
@@ -680,11 +676,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   info.tiers = counts;
   info.total_bytes = total;
   info.raw_bytes = total + raw_delta;
-  if (cache.meta.rope_theta && cache.meta.rope_style != RopeStyle::unknown) {
-    info.rope.rope_theta = cache.meta.rope_theta;
-    info.rope.rope_style = cache.meta.rope_style;
-    info.rope.position_offset = cache.meta.position_offset;
-  }
+  info.rope = manifest_rope(cache);
   return res;
 }
 

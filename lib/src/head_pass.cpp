@@ -89,12 +89,12 @@ QuerySample sample_queries(int group_heads, int window, int count) {
     for (int j = 0; j < n; ++j) q.rows[size_t(j)] = j;
     return q;
   }
-  // Evenly spread over the (position, head) grid taken position-major, so that every query head
-  // and the whole window are represented: sample r is the middle of the r-th of `count` strata.
+  // Positions evenly spread over the window (the middle of each of `count` strata), heads taken in
+  // turn: every query head and the whole window are represented. Samples sharing a position are
+  // consecutive and fewer than the heads (count <= heads * window), so they take distinct heads.
   for (int r = 0; r < count; ++r) {
-    const int k = int((int64_t(2 * r + 1) * n) / (2 * int64_t(count)));
-    const int i = k / group_heads, g = k % group_heads;
-    q.rows.push_back(g * window + i);
+    const int i = int((int64_t(2 * r + 1) * window) / (2 * int64_t(count)));
+    q.rows.push_back((r % group_heads) * window + i);
   }
   std::sort(q.rows.begin(), q.rows.end());
   q.weight = float(double(n) / double(count));
@@ -110,10 +110,9 @@ ErrorSetup make_error_setup(const KvCache& c, const QuantSettings& q, KeyTransfo
          "quantizer groups (int8 " + std::to_string(s.g8) + ", int4 " + std::to_string(s.g4) +
              ") must divide head_dim " + std::to_string(s.D) + " and be at most 256");
   if (tf == KeyTransform::prerope_centre) {
-    if (!c.meta.rope_theta || c.meta.rope_style == RopeStyle::unknown)
-      fail(Errc::invalid_argument, c.source, "prerope_centre needs rope_theta and rope_style metadata");
-    s.rope.emplace(*c.meta.rope_theta, c.meta.rope_style, s.D);
-    s.rope->cache_positions(c.meta.position_offset, s.T);
+    if (!c.meta.prerope_ok(c.shape))
+      fail(Errc::invalid_argument, c.source, "prerope_centre: " + c.meta.prerope_unavailable(c.shape));
+    s.rope.emplace(c.meta, s.L, s.D, s.T);
   }
   return s;
 }
@@ -192,10 +191,7 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
         }
         v2 += r;
       }
-      if (prerope) {
-        const int64_t p = c.meta.position_offset + t;
-        setup->rope->undo(k, setup->rope->cached_cos(p), setup->rope->cached_sin(p));
-      }
+      if (prerope) setup->rope->layer(l).rotate(k, t, true);
       if (use && !bad_[size_t(t)]) {
         add_row(kacc.data(), k, D);
         add_row(vacc.data(), v, D);

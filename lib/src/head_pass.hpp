@@ -35,7 +35,7 @@ QuerySample sample_queries(int group_heads, int window, int count);
 struct ErrorSetup {
   int L, H, T, D, g8, g4;
   KeyTransform tf;
-  std::optional<RopeTable> rope;
+  std::optional<RopeTables> rope;  // prerope_centre: per layer
 };
 // Throws invalid_argument naming cache.source for groups that do not fit head_dim, or
 // prerope_centre without RoPE metadata.

@@ -1,6 +1,9 @@
 // Recognising a KV cache among a dump's tensors (see kvcache.hpp for the naming rules).
 #include "skv/kvcache.hpp"
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 #include <limits>
@@ -87,9 +90,233 @@ int64_t parse_int(const std::string& key, const std::string& value, const std::s
   return v;
 }
 
+using nlohmann::json;
+
+// A metadata value holding JSON (a list or an object); Errc::format naming the key otherwise.
+json parse_json(const std::string& key, const std::string& value, const std::string& src) {
+  try {
+    return json::parse(value);
+  } catch (const json::exception&) {
+    fail(Errc::format, src, "metadata " + key + "=" + q(value) + " is not valid JSON");
+  }
+}
+
+double positive_number(const json& v, const std::string& what, const std::string& src) {
+  if (!v.is_number() || !std::isfinite(v.get<double>()) || !(v.get<double>() > 0))
+    fail(Errc::format, src, "metadata " + what + " = " + v.dump() + " is not a positive number");
+  return v.get<double>();
+}
+
+double parse_theta(const std::string& key, const std::string& v, const std::string& src) {
+  double d = 0;
+  auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
+  if (ec != std::errc() || p != v.data() + v.size() || v.empty() || !std::isfinite(d) || d <= 0)
+    fail(Errc::format, src, "metadata " + key + "=" + q(v) + " is not a positive number");
+  return d;
+}
+
+// rope_theta: one number, or a JSON list of positive numbers (one per layer).
+std::vector<double> parse_thetas(const std::string& v, const std::string& src) {
+  if (v.empty() || v.front() != '[') return {parse_theta("rope_theta", v, src)};
+  const json j = parse_json("rope_theta", v, src);
+  if (!j.is_array() || j.empty())
+    fail(Errc::format, src, "metadata rope_theta=" + q(v) + " is not a number or a non-empty list");
+  std::vector<double> out;
+  for (size_t i = 0; i < j.size(); ++i)
+    out.push_back(positive_number(j[i], "rope_theta[" + std::to_string(i) + "]", src));
+  return out;
+}
+
+// rope_scaling as in config.json; sets m.rope_unsupported for types skv does not reproduce.
+void parse_scaling(const std::string& v, const std::string& src, KvMeta& m) {
+  const json j = parse_json("rope_scaling", v, src);
+  if (j.is_null()) return;
+  if (!j.is_object()) fail(Errc::format, src, "metadata rope_scaling=" + q(v) + " is not a JSON object");
+  const json* type = j.contains("rope_type") ? &j["rope_type"] : j.contains("type") ? &j["type"] : nullptr;
+  if (!type || !type->is_string())
+    fail(Errc::format, src, "metadata rope_scaling=" + q(v) + " has no string 'rope_type'");
+  const std::string t = type->get<std::string>();
+  auto num = [&](const char* key) {
+    if (!j.contains(key)) fail(Errc::format, src, "metadata rope_scaling (" + t + ") has no '" + key + "'");
+    return positive_number(j[key], std::string("rope_scaling.") + key, src);
+  };
+  RopeScaling& s = m.rope_scaling;
+  if (t == "default") {
+    s = RopeScaling{};
+  } else if (t == "linear") {
+    s.type = RopeScalingType::linear;
+    s.factor = num("factor");
+  } else if (t == "llama3") {
+    s.type = RopeScalingType::llama3;
+    s.factor = num("factor");
+    s.low_freq_factor = num("low_freq_factor");
+    s.high_freq_factor = num("high_freq_factor");
+    s.original_max_position_embeddings = num("original_max_position_embeddings");
+    if (!(s.high_freq_factor > s.low_freq_factor))
+      fail(Errc::format, src, "metadata rope_scaling (llama3): high_freq_factor must exceed low_freq_factor");
+  } else {
+    m.rope_unsupported = "rope_scaling type '" + t + "' is not supported (skv reproduces default, linear and llama3)";
+  }
+}
+
+// rope_local_base_freq with layer_types or sliding_window_pattern: the per-layer theta list.
+void resolve_local_theta(const std::map<std::string, std::string>& md, const std::string& src,
+                         int layers, KvMeta& m) {
+  auto it = md.find("rope_local_base_freq");
+  if (it == md.end()) return;
+  const double local = parse_theta("rope_local_base_freq", it->second, src);
+  if (m.rope_theta.size() > 1)
+    fail(Errc::format, src, "metadata rope_local_base_freq needs rope_theta to be one number (the global layers' theta)");
+  if (m.rope_theta.empty()) return;  // the global theta is unknown: RoPE stays unknown
+  const double global = m.rope_theta[0];
+  std::vector<double> out;
+  if (auto lt = md.find("layer_types"); lt != md.end()) {
+    const json j = parse_json("layer_types", lt->second, src);
+    if (!j.is_array()) fail(Errc::format, src, "metadata layer_types is not a JSON list");
+    for (const json& e : j) {
+      if (!e.is_string()) fail(Errc::format, src, "metadata layer_types holds a non-string " + e.dump());
+      const std::string t = e.get<std::string>();
+      if (t == "sliding_attention") out.push_back(local);
+      else if (t == "full_attention") out.push_back(global);
+      else {
+        m.rope_unsupported = "layer_types entry '" + t + "' (known: sliding_attention, full_attention)";
+        return;
+      }
+    }
+  } else if (auto sp = md.find("sliding_window_pattern"); sp != md.end()) {
+    const int64_t n = parse_int("sliding_window_pattern", sp->second, src);
+    if (n < 1) fail(Errc::format, src, "metadata sliding_window_pattern must be >= 1");
+    if (layers <= 0) {
+      m.rope_unsupported = "sliding_window_pattern without a known layer count";
+      return;
+    }
+    for (int l = 0; l < layers; ++l) out.push_back((l + 1) % n != 0 ? local : global);
+  } else {
+    fail(Errc::format, src, "metadata rope_local_base_freq needs layer_types or sliding_window_pattern");
+  }
+  m.rope_theta = std::move(out);
+}
+
 }  // namespace
 
-KvMeta parse_kv_meta(const std::map<std::string, std::string>& metadata, const std::string& source) {
+namespace {
+json num_json(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 1e15) return json(int64_t(v));
+  return json(v);
+}
+std::string num_str(double v) { return num_json(v).dump(); }
+}  // namespace
+
+std::string rope_theta_json(const std::vector<double>& thetas) {
+  json j = json::array();
+  for (double t : thetas) j.push_back(num_json(t));
+  return j.dump();
+}
+
+std::string rope_scaling_json(const RopeScaling& s) {
+  json j;
+  switch (s.type) {
+    case RopeScalingType::none: j = {{"rope_type", "default"}}; break;
+    case RopeScalingType::linear: j = {{"rope_type", "linear"}, {"factor", num_json(s.factor)}}; break;
+    case RopeScalingType::llama3:
+      j = {{"rope_type", "llama3"},
+           {"factor", num_json(s.factor)},
+           {"low_freq_factor", num_json(s.low_freq_factor)},
+           {"high_freq_factor", num_json(s.high_freq_factor)},
+           {"original_max_position_embeddings", num_json(s.original_max_position_embeddings)}};
+      break;
+  }
+  return j.dump();
+}
+
+std::string KvMeta::rope_summary() const {
+  if (rope_theta.empty()) return {};
+  std::string out = "theta ";
+  if (std::all_of(rope_theta.begin(), rope_theta.end(), [&](double t) { return t == rope_theta[0]; })) {
+    out += num_str(rope_theta[0]);
+  } else {
+    // Distinct thetas in first-use order, each with its layers as ranges.
+    std::vector<double> seen;
+    for (double t : rope_theta)
+      if (std::find(seen.begin(), seen.end(), t) == seen.end()) seen.push_back(t);
+    for (size_t k = 0; k < seen.size(); ++k) {
+      if (k) out += ", ";
+      out += num_str(seen[k]) + " (layers ";
+      bool first = true;
+      for (size_t l = 0; l < rope_theta.size(); ++l) {
+        if (rope_theta[l] != seen[k] || (l > 0 && rope_theta[l - 1] == seen[k])) continue;
+        size_t e = l;
+        while (e + 1 < rope_theta.size() && rope_theta[e + 1] == seen[k]) ++e;
+        if (!first) out += ' ';
+        out += std::to_string(l);
+        if (e > l) {
+          out += '-';
+          out += std::to_string(e);
+        }
+        first = false;
+      }
+      out += ")";
+    }
+  }
+  const RopeScaling& s = rope_scaling;
+  if (s.type == RopeScalingType::linear) out += " scaling linear factor " + num_str(s.factor);
+  if (s.type == RopeScalingType::llama3)
+    out += " scaling llama3 factor " + num_str(s.factor) + " low_freq_factor " + num_str(s.low_freq_factor) +
+           " high_freq_factor " + num_str(s.high_freq_factor) + " original_max_position_embeddings " +
+           num_str(s.original_max_position_embeddings);
+  return out;
+}
+
+double rope_inv_freq(const RopeParams& p, int j, int head_dim) {
+  const double base = 1.0 / std::pow(p.theta, double(2 * j) / double(head_dim));
+  const RopeScaling& s = p.scaling;
+  switch (s.type) {
+    case RopeScalingType::none: return base;
+    case RopeScalingType::linear: return base / s.factor;
+    case RopeScalingType::llama3: {
+      const double pi = 3.14159265358979323846;
+      const double wavelen = 2.0 * pi / base;
+      const double low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+      const double high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+      if (wavelen < high_wavelen) return base;
+      if (wavelen > low_wavelen) return base / s.factor;
+      const double smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) /
+                            (s.high_freq_factor - s.low_freq_factor);
+      return (1.0 - smooth) * base / s.factor + smooth * base;
+    }
+  }
+  return base;
+}
+
+std::string KvMeta::prerope_unavailable(const KvShape& shape) const {
+  if (!rope_unsupported.empty()) return rope_unsupported;
+  if (rope_theta.empty() || rope_style == RopeStyle::unknown)
+    return "needs rope_theta and rope_style (neox or gptj) in the metadata";
+  if (rope_theta.size() != 1 && rope_theta.size() != size_t(shape.layers))
+    return "rope_theta lists " + std::to_string(rope_theta.size()) + " layers, the cache has " +
+           std::to_string(shape.layers);
+  if (shape.head_dim % 2) return "needs an even head_dim";
+  if (rotary_dim != 0 && rotary_dim != shape.head_dim)
+    return "rotary_dim " + std::to_string(rotary_dim) + " (partial rotary embedding) is not supported; head_dim is " +
+           std::to_string(shape.head_dim);
+  return {};
+}
+
+RopeParams KvMeta::rope_for_layer(int l) const {
+  RopeParams p;
+  p.theta = rope_theta.size() == 1 ? rope_theta[0] : rope_theta.at(size_t(l));
+  p.scaling = rope_scaling;
+  return p;
+}
+
+bool KvMeta::rope_v1() const {
+  for (double t : rope_theta)
+    if (t != rope_theta[0]) return false;
+  return rope_scaling.type == RopeScalingType::none;
+}
+
+KvMeta parse_kv_meta(const std::map<std::string, std::string>& metadata, const std::string& source,
+                     int layers) {
   KvMeta m;
   auto get = [&](const char* key) -> const std::string* {
     auto it = metadata.find(key);
@@ -97,12 +324,23 @@ KvMeta parse_kv_meta(const std::map<std::string, std::string>& metadata, const s
   };
   if (auto* v = get("model")) m.model = *v;
   if (auto* v = get("architecture")) m.architecture = *v;
-  if (auto* v = get("rope_theta")) {
-    double d = 0;
-    auto [p, ec] = std::from_chars(v->data(), v->data() + v->size(), d);
-    if (ec != std::errc() || p != v->data() + v->size() || v->empty() || !std::isfinite(d) || d <= 0)
-      fail(Errc::format, source, "metadata rope_theta=" + q(*v) + " is not a positive number");
-    m.rope_theta = d;
+  if (auto* v = get("rope_theta")) m.rope_theta = parse_thetas(*v, source);
+  resolve_local_theta(metadata, source, layers, m);
+  if (layers > 0 && m.rope_theta.size() > 1 && m.rope_theta.size() != size_t(layers))
+    fail(Errc::format, source,
+         "metadata rope_theta lists " + std::to_string(m.rope_theta.size()) + " layers but the dump has " +
+             std::to_string(layers));
+  if (auto* v = get("rope_scaling")) parse_scaling(*v, source, m);
+  if (auto* v = get("partial_rotary_factor")) {
+    const double f = parse_theta("partial_rotary_factor", *v, source);
+    if (f > 1) fail(Errc::format, source, "metadata partial_rotary_factor=" + q(*v) + " exceeds 1");
+    if (f != 1 && m.rope_unsupported.empty())
+      m.rope_unsupported = "partial_rotary_factor " + *v + " (partial rotary embedding) is not supported";
+  }
+  if (auto* v = get("rotary_dim")) {
+    const int64_t d = parse_int("rotary_dim", *v, source);
+    if (d < 1 || d > (1 << 16)) fail(Errc::format, source, "metadata rotary_dim=" + q(*v) + " is out of range");
+    m.rotary_dim = int(d);
   }
   if (auto* v = get("rope_style")) {
     if (*v == "neox") m.rope_style = RopeStyle::neox;
@@ -146,7 +384,6 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
   c.layout = layout;
   c.source = source;
   c.metadata = metadata;
-  c.meta = parse_kv_meta(metadata, source);
   int expect = 0;
   Shape first;
   DType dtype = DType::F16;
@@ -253,6 +490,7 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
     c.layers.push_back(std::move(out));
   }
   c.shape.layers = int(c.layers.size());
+  c.meta = parse_kv_meta(metadata, source, c.shape.layers);
   return c;
 }
 

@@ -8,7 +8,7 @@
 #include <string>
 
 #include "blas_threads.hpp"
-#include "policy_detail.hpp"
+#include "row_convert.hpp"
 #include "skv/error.hpp"
 #include "skv/parallel.hpp"
 

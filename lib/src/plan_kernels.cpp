@@ -17,9 +17,11 @@ namespace {
 
 constexpr int kLanes = 8;
 
+bool g_portable = false;
+
 inline bool use_avx2() {
 #ifdef SKV_PLAN_AVX2
-  return cpu_has_avx2_fma_f16c();
+  return !g_portable && cpu_has_avx2_fma_f16c();
 #else
   return false;
 #endif
@@ -32,6 +34,8 @@ float lane_sum(const float* s) {
 }
 
 }  // namespace
+
+void force_portable_plan_kernels(bool on) noexcept { g_portable = on; }
 
 float exp_shifted(float* row, int n, float mx) noexcept {
 #ifdef SKV_PLAN_AVX2

@@ -8,6 +8,9 @@
 
 namespace skv::detail {
 
+// Tests: run the portable loops even where AVX2 is present (not thread-safe; set it before work).
+void force_portable_plan_kernels(bool on) noexcept;
+
 // row[t] = exp(row[t] - mx) for t < n; returns the sum (rows of one softmax). exp is a degree-6
 // polynomial on [-ln2/2, ln2/2] times 2^k, relative error below 3e-7; arguments below -87 give 0.
 float exp_shifted(float* row, int n, float mx) noexcept;

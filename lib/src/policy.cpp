@@ -126,14 +126,14 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
 
   // Key transform.
   QuantSettings q = o.quant;
-  const bool rope_known = c.meta.rope_theta.has_value() && c.meta.rope_style != RopeStyle::unknown;
+  const bool rope_known = c.meta.prerope_ok(c.shape);
   if (!quantizes) {
     q.key_transform = KeyTransform::none;
     r.key_transform_reason = "no quantized tiers";
   } else if (o.key_transform) {
     q.key_transform = *o.key_transform;
     if (q.key_transform == KeyTransform::prerope_centre && !rope_known)
-      fail(Errc::invalid_argument, c.source, "prerope_centre needs rope_theta and rope_style metadata");
+      fail(Errc::invalid_argument, c.source, "prerope_centre: " + c.meta.prerope_unavailable(c.shape));
     r.key_transform_reason = "set by the caller";
   } else {
     r.key_error = key_transform_errors(c, q, sc.pinned, o.threads, o.layer_done);

@@ -7,10 +7,19 @@
 
 namespace skv::detail {
 
-RopeTable::RopeTable(double theta, RopeStyle style, int head_dim)
-    : inv_freq_(size_t(head_dim / 2)), style_(style), half_(head_dim / 2) {
-  for (int j = 0; j < half_; ++j)
-    inv_freq_[size_t(j)] = 1.0 / std::pow(theta, double(2 * j) / double(head_dim));
+RopeTable::RopeTable(const RopeParams& params, RopeStyle style, int head_dim)
+    : params_(params), inv_freq_(size_t(head_dim / 2)), style_(style), half_(head_dim / 2) {
+  for (int j = 0; j < half_; ++j) inv_freq_[size_t(j)] = rope_inv_freq(params, j, head_dim);
+}
+
+RopeTables::RopeTables(const KvMeta& meta, int layers, int head_dim, int tokens) {
+  for (int l = 0; l < layers; ++l) {
+    const RopeParams p = meta.rope_for_layer(l);
+    size_t i = 0;
+    while (i < tables_.size() && !(tables_[i].params() == p)) ++i;
+    if (i == tables_.size()) tables_.emplace_back(p, meta.rope_style, head_dim, meta.position_offset, tokens);
+    index_.push_back(int(i));
+  }
 }
 
 void RopeTable::cache_positions(int64_t first, int count) {

@@ -5,7 +5,8 @@
 #include <cmath>
 #include <string>
 
-#include "policy_detail.hpp"
+#include "row_convert.hpp"
+#include "rope.hpp"
 #include "skv/error.hpp"
 #include "skv/parallel.hpp"
 
@@ -204,7 +205,10 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
   c.source = "synthetic " + o.spec;
   c.meta.model = shape.model;
   c.meta.architecture = "synthetic";
-  c.meta.rope_theta = o.rope_theta;
+  if (!o.rope_layer_theta.empty() && o.rope_layer_theta.size() != size_t(L))
+    fail(Errc::invalid_argument, "synthetic", "rope_layer_theta must list one theta per layer");
+  c.meta.rope_theta = o.rope_layer_theta.empty() ? std::vector<double>{o.rope_theta} : o.rope_layer_theta;
+  c.meta.rope_scaling = o.rope_scaling;
   c.meta.rope_style = RopeStyle::neox;
   c.meta.position_offset = o.position_offset;
 
@@ -223,8 +227,13 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
   }
   c.metadata["model"] = shape.model;
   c.metadata["architecture"] = "synthetic";
-  const double th = o.rope_theta;
-  c.metadata["rope_theta"] = th == std::floor(th) ? std::to_string(int64_t(th)) : std::to_string(th);
+  if (o.rope_layer_theta.empty()) {
+    const double th = o.rope_theta;
+    c.metadata["rope_theta"] = th == std::floor(th) ? std::to_string(int64_t(th)) : std::to_string(th);
+  } else {
+    c.metadata["rope_theta"] = rope_theta_json(o.rope_layer_theta);
+  }
+  if (o.rope_scaling.type != RopeScalingType::none) c.metadata["rope_scaling"] = rope_scaling_json(o.rope_scaling);
   c.metadata["rope_style"] = "neox";
   c.metadata["position_offset"] = std::to_string(o.position_offset);
   c.metadata["skv.synthetic"] = o.spec + " seed=" + std::to_string(o.seed);
@@ -266,7 +275,7 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
   std::vector<int> salient(size_t(T), -1);
   for (int t : sc.important) salient[size_t(t)] = t;
   for (int64_t t = nstart; nlen > 0 && t < nstart + nlen; ++t) salient[size_t(t)] = int(nstart);
-  const detail::RopeTable rope(T, D, o.rope_theta, RopeStyle::neox, o.position_offset);
+  const detail::RopeTables ropes(c.meta, L, D, T);
   const size_t es = dtype_size(o.dtype);
   std::vector<uint8_t> used(size_t(T), 0);  // important tokens some head targets (race-free: bytes
   std::vector<std::vector<int>> targets_of(size_t(L) * QH);  // collected per task, merged after)
@@ -274,6 +283,7 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
   parallel_for(L * H, o.threads, [&](int task) {
     const int l = task / H, h = task % H;
     const HeadModel m = head_model(seed, l, h, D, outliers);
+    const detail::RopeTable& rope = ropes.layer(l);
     std::byte* kb = sc.tensors[l * per].data.data();
     std::byte* vb = sc.tensors[l * per + 1].data.data();
     std::vector<float> row(static_cast<size_t>(D));
@@ -282,7 +292,7 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
     };
     for (int t = 0; t < T; ++t) {
       key_prerope(m, t, t < sinks, salient[size_t(t)], row.data());
-      rope.apply(row.data(), t, false);
+      rope.rotate(row.data(), t, false);
       detail::store_row(row.data(), o.dtype, D, kb + offset(t));
       value_row(m, t, t < sinks, row.data());
       detail::store_row(row.data(), o.dtype, D, vb + offset(t));
@@ -315,7 +325,7 @@ SyntheticCache make_synthetic(const SyntheticOptions& o) {
         const int t = tg[size_t(j)].first;
         if (t < 0) std::copy(m.sink_dir.begin(), m.sink_dir.end(), row.begin());
         else salient_dir(m, salient[size_t(t)], row.data());
-        rope.apply(row.data(), std::max(t, 0), false);
+        rope.rotate(row.data(), std::max(t, 0), false);
         for (int c2 = 0; c2 < D; ++c2) U[size_t(j) * D + c2] = row[c2];
         b[size_t(j)] = tg[size_t(j)].second * std::sqrt(double(D));
       }

@@ -125,6 +125,41 @@ TEST_F(GpuContainer, DecodeEqualsTheCpuReader) {
   }
 }
 
+// Per-layer thetas and llama3 scaling under prerope_centre: the GPU uses each layer's own table
+// (one per distinct RoPE), so it writes the CPU's bytes and decodes to the CPU reader's tensors.
+TEST_F(GpuContainer, PerLayerRopeMatchesTheCpu) {
+  for (int scaled = 0; scaled < 2; ++scaled) {
+    CacheCase c;
+    c.layers = 3;
+    c.transform = KeyTransform::prerope_centre;
+    c.tier_odds = {1, 2, 2, 0};
+    c.seed = 11 + uint32_t(scaled);
+    TestCache tc(c);
+    tc.cache.meta.rope_theta = {10000.0, 1000000.0, 10000.0};
+    if (scaled) {
+      tc.cache.meta.rope_scaling.type = RopeScalingType::llama3;
+      tc.cache.meta.rope_scaling.factor = 8;
+      tc.cache.meta.rope_scaling.original_max_position_embeddings = 64;
+    }
+    VectorSink cpu, gpu;
+    encode(tc.cache, tc.plan, cpu);
+    encode_cuda(tc.cache, tc.plan, gpu);
+    EXPECT_TRUE(cpu.bytes == gpu.bytes) << "scaled " << scaled;
+    SpanSource a(cpu.bytes), b(cpu.bytes);
+    ContainerReader cpu_reader(a, "cpu"), gpu_reader(b, "gpu");
+    LayerDecoder gpu_decoder(gpu_reader);
+    DecodedLayer want, got;
+    int l = 0;
+    while (cpu_reader.next_layer(want, DType::F32)) {
+      ASSERT_TRUE(gpu_decoder.next_layer(got, DType::F32));
+      EXPECT_TRUE(std::equal(got.k.data.span().begin(), got.k.data.span().end(), want.k.data.span().begin()))
+          << "scaled " << scaled << " layer " << l << " K";
+      ++l;
+    }
+    EXPECT_EQ(l, c.layers);
+  }
+}
+
 TEST_F(GpuContainer, NonFiniteQuantizedValueFailsLikeTheCpu) {
   CacheCase c;
   c.tier_odds = {0, 1, 0, 0};

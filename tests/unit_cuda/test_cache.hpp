@@ -43,7 +43,7 @@ struct TestCache {
     geo = make_geometry(s, c.layout, q, c.rope_style, "test");
     cache.shape = s;
     cache.layout = c.layout;
-    cache.meta.rope_theta = 10000.0;
+    cache.meta.rope_theta = {10000.0};
     cache.meta.rope_style = c.rope_style;
     cache.meta.position_offset = 3;
     cache.source = "test";

@@ -30,7 +30,7 @@ const char* policy_name(PolicyKind p) noexcept;  // "spectrum", "spectrum3", ...
 std::optional<PolicyKind> policy_from_name(std::string_view name) noexcept;
 
 // Default PolicyOptions::plan_queries.
-inline constexpr int kPlanQueries = 8;
+inline constexpr int kPlanQueries = 16;
 
 struct PolicyOptions {
   PolicyKind policy = PolicyKind::spectrum;
@@ -48,7 +48,7 @@ struct PolicyOptions {
   // Key transform for quantized keys; nullopt = choose automatically from the measured
   // (query-weighted) key error on a sample of unpinned tokens, going none -> centre ->
   // prerope_centre while each step cuts the error by at least a quarter (each costs codec time);
-  // prerope_centre is considered only when rope_theta and rope_style are known.
+  // prerope_centre is considered only when KvMeta::prerope_ok (RoPE known and reproducible).
   std::optional<KeyTransform> key_transform;
   QuantSettings quant;       // groups and zstd level; key_transform is set by the policy
   ErrorOptions errors;       // distortion model (analytic or exact quantizer errors)

@@ -44,6 +44,8 @@ struct SyntheticOptions {
   double outliers = -1;
   int64_t position_offset = 0;  // RoPE position of token 0
   double rope_theta = 10000;
+  std::vector<double> rope_layer_theta;  // one per layer (overrides rope_theta); empty: none
+  RopeScaling rope_scaling;              // written to the metadata as rope_scaling when set
   int threads = 0;         // 0 = all cores
 };
 

@@ -56,6 +56,11 @@ Dump dump_cache(const Model& m, const KvCacheObject& cache, std::span<const int3
       {"tokens", std::to_string(ids.size())},
       {"token_ids", list},
   };
+  // Partial rotary embedding (GGUF rope.dimension_count < head_dim): recorded, so that skv does
+  // not apply a full-width pre-RoPE transform to these keys (prerope_centre is unavailable).
+  // The runner refuses rope scaling and applies one freq_base to every layer, so nothing else
+  // about RoPE needs saying.
+  if (c.n_rot != c.head_dim) d.metadata["rotary_dim"] = std::to_string(c.n_rot);
   return d;
 }
 

@@ -13,7 +13,7 @@ namespace {
 std::vector<std::byte> small_container(int zstd) {
   static auto oc = [] {
     auto c = make_cache(2, 2, 5, 64, DType::F16, Layout::HTD, 3, 4.0f);
-    c.cache.meta.rope_theta = 10000.0;
+    c.cache.meta.rope_theta = {10000.0};
     c.cache.meta.rope_style = RopeStyle::neox;
     return c;
   }();

@@ -43,7 +43,7 @@ std::vector<GoldenCase> cases() {
   }
   {
     auto oc = make_cache(1, 2, 6, 80, DType::BF16, Layout::THD, 102, 2.0f);
-    oc.cache.meta.rope_theta = 10000.0;
+    oc.cache.meta.rope_theta = {10000.0};
     oc.cache.meta.rope_style = RopeStyle::neox;
     oc.cache.meta.position_offset = 3;
     Plan p = random_plan(1, 6, 2);

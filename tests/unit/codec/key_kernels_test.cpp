@@ -87,7 +87,7 @@ struct RopeSetup {
 RopeSetup rope_for(const Case& c) {
   RopeSetup s;
   if (c.style == RopeStyle::unknown) return s;
-  s.table = std::make_unique<detail::RopeTable>(10000.0, c.style, c.d);
+  s.table = std::make_unique<detail::RopeTable>(RopeParams{10000.0, {}}, c.style, c.d);
   s.table->cache_positions(c.offset, c.rows);
   s.rope = {s.table->cached_cos(c.offset), s.table->cached_sin(c.offset), size_t(c.d / 2),
             c.style == RopeStyle::gptj};
@@ -154,7 +154,7 @@ TEST_F(KeyKernels, ReferenceIsTheRopeTableRotation) {
   test::Rng rng(3);
   for (RopeStyle s : {RopeStyle::neox, RopeStyle::gptj}) {
     const int d = 96;
-    detail::RopeTable table(500000.0, s, d);
+    detail::RopeTable table(RopeParams{500000.0, {}}, s, d);
     table.cache_positions(7, 4);
     std::vector<float> x(static_cast<size_t>(d)), cs(static_cast<size_t>(d / 2)), sn(static_cast<size_t>(d / 2));
     for (float& v : x) v = rng.normalish();

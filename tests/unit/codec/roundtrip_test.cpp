@@ -199,7 +199,7 @@ TEST(KeyTransform, PreRopeCentreRoundTrip) {
     const int H = 2, T = 48, D = 64;
     auto oc = make_cache(1, H, T, D, DType::F32, Layout::HTD, 21, 0.0f);
     KvCache& c = oc.cache;
-    c.meta.rope_theta = 10000.0;
+    c.meta.rope_theta = {10000.0};
     c.meta.rope_style = style;
     c.meta.position_offset = 7;
     Rng rng(5);
@@ -223,8 +223,7 @@ TEST(KeyTransform, PreRopeCentreRoundTrip) {
     p.quant.key_transform = KeyTransform::prerope_centre;
     ContainerInfo info;
     const auto dec = decode_all(encode_bytes(c, p), DType::F32, &info);
-    ASSERT_TRUE(info.rope.rope_theta.has_value());
-    EXPECT_EQ(*info.rope.rope_theta, 10000.0);
+    EXPECT_EQ(info.rope.rope_theta, std::vector<double>{10000.0});
     EXPECT_EQ(info.rope.rope_style, style);
     EXPECT_EQ(info.rope.position_offset, 7);
     const double pre = key_error(c, dec);

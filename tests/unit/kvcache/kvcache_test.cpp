@@ -188,13 +188,13 @@ TEST(ParseKvMeta, ParsesAndRejects) {
                            "d");
   EXPECT_EQ(m.model, "llama");
   EXPECT_EQ(m.architecture, "LlamaForCausalLM");
-  EXPECT_EQ(m.rope_theta, 500000.0);
+  EXPECT_EQ(m.rope_theta, std::vector<double>{500000.0});
   EXPECT_EQ(m.rope_style, RopeStyle::gptj);
   EXPECT_EQ(m.position_offset, 12);
   EXPECT_EQ(m.needle_start, 100);
   EXPECT_EQ(m.needle_len, 7);
   KvMeta e = parse_kv_meta({}, "d");
-  EXPECT_FALSE(e.rope_theta || e.needle_start || e.needle_len);
+  EXPECT_FALSE(!e.rope_theta.empty() || e.needle_start || e.needle_len);
   EXPECT_EQ(e.rope_style, RopeStyle::unknown);
   for (auto [k, v] : std::vector<std::pair<std::string, std::string>>{
            {"rope_theta", "1e4x"}, {"rope_theta", ""}, {"rope_theta", "-5"}, {"rope_style", "llama"},
@@ -208,6 +208,117 @@ TEST(ParseKvMeta, ParsesAndRejects) {
       EXPECT_MSG(std::string(err.what()), "d.safetensors");
     }
   }
+}
+
+// Per-layer RoPE metadata (README.md, "Dump layout"): theta lists, Gemma-style local / global
+// thetas, rope_scaling objects as config.json writes them.
+TEST(ParseKvMeta, PerLayerThetaAndScaling) {
+  using M = std::map<std::string, std::string>;
+  const KvShape shape{4, 1, 8, 64};
+  KvMeta m = parse_kv_meta({{"rope_theta", "[10000, 1e6, 10000, 1000000.0]"}, {"rope_style", "neox"}}, "d", 4);
+  EXPECT_EQ(m.rope_theta, (std::vector<double>{1e4, 1e6, 1e4, 1e6}));
+  EXPECT_EQ(m.rope_for_layer(1).theta, 1e6);
+  EXPECT_EQ(m.rope_for_layer(2).theta, 1e4);
+  EXPECT_FALSE(m.rope_v1());
+  EXPECT_TRUE(m.prerope_ok(shape));
+  EXPECT_EQ(m.rope_summary(), "theta 10000 (layers 0 2), 1000000 (layers 1 3)");
+
+  // One number: every layer.
+  m = parse_kv_meta({{"rope_theta", "500000"}, {"rope_style", "gptj"}}, "d", 4);
+  EXPECT_EQ(m.rope_for_layer(3).theta, 5e5);
+  EXPECT_TRUE(m.rope_v1());
+
+  // Gemma 3: rope_theta is the global layers', rope_local_base_freq the sliding-window layers'.
+  m = parse_kv_meta({{"rope_theta", "1000000"}, {"rope_local_base_freq", "10000"}, {"sliding_window_pattern", "3"}},
+                    "d", 7);
+  EXPECT_EQ(m.rope_theta, (std::vector<double>{1e4, 1e4, 1e6, 1e4, 1e4, 1e6, 1e4}));
+  EXPECT_EQ(m.rope_summary(), "theta 10000 (layers 0-1 3-4 6), 1000000 (layers 2 5)");
+  m = parse_kv_meta({{"rope_theta", "1000000"}, {"rope_local_base_freq", "10000"},
+                     {"layer_types", R"(["sliding_attention", "full_attention"])"}},
+                    "d");
+  EXPECT_EQ(m.rope_theta, (std::vector<double>{1e4, 1e6}));
+
+  // Scaling.
+  m = parse_kv_meta({{"rope_theta", "10000"}, {"rope_style", "neox"}, {"rope_scaling", R"({"rope_type": "linear", "factor": 4})"}}, "d");
+  EXPECT_EQ(m.rope_scaling.type, RopeScalingType::linear);
+  EXPECT_EQ(m.rope_scaling.factor, 4);
+  EXPECT_FALSE(m.rope_v1());
+  EXPECT_TRUE(m.prerope_ok(shape));
+  m = parse_kv_meta({{"rope_theta", "500000"},
+                     {"rope_scaling", R"({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                       "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})"}},
+                    "d");
+  EXPECT_EQ(m.rope_scaling.type, RopeScalingType::llama3);
+  EXPECT_EQ(m.rope_scaling.factor, 8);
+  EXPECT_EQ(m.rope_scaling.high_freq_factor, 4);
+  EXPECT_EQ(m.rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(parse_kv_meta({{"rope_scaling", rope_scaling_json(m.rope_scaling)}}, "d").rope_scaling, m.rope_scaling);
+  // Legacy "type", "default" and null are no scaling.
+  EXPECT_EQ(parse_kv_meta({{"rope_scaling", R"({"type": "linear", "factor": 2})"}}, "d").rope_scaling.factor, 2);
+  EXPECT_EQ(parse_kv_meta({{"rope_scaling", R"({"rope_type": "default"})"}}, "d").rope_scaling.type, RopeScalingType::none);
+  EXPECT_EQ(parse_kv_meta({{"rope_scaling", "null"}}, "d").rope_scaling.type, RopeScalingType::none);
+  EXPECT_EQ(parse_kv_meta({{"rope_theta", rope_theta_json({1e4, 2.5e5})}}, "d").rope_theta,
+            (std::vector<double>{1e4, 2.5e5}));
+
+  // What skv cannot reproduce: recorded, prerope_centre unavailable with the reason.
+  for (const M& md : std::vector<M>{
+           {{"rope_scaling", R"({"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": 32768})"}},
+           {{"rope_scaling", R"({"rope_type": "dynamic", "factor": 2})"}},
+           {{"partial_rotary_factor", "0.5"}},
+           {{"rotary_dim", "32"}},
+           {{"rope_local_base_freq", "10000"}, {"layer_types", R"(["chunked_attention"])"}},
+       }) {
+    M full = md;
+    full["rope_theta"] = "10000";
+    full["rope_style"] = "neox";
+    const KvMeta u = parse_kv_meta(full, "d");
+    EXPECT_FALSE(u.prerope_ok(shape)) << md.begin()->first;
+    EXPECT_FALSE(u.prerope_unavailable(shape).empty());
+  }
+  EXPECT_NE(parse_kv_meta({{"rope_scaling", R"({"rope_type": "yarn", "factor": 4})"}, {"rope_theta", "1"}, {"rope_style", "neox"}}, "d")
+                .prerope_unavailable(shape)
+                .find("yarn"),
+            std::string::npos);
+  EXPECT_TRUE(parse_kv_meta({{"partial_rotary_factor", "1.0"}, {"rotary_dim", "64"}, {"rope_theta", "1"}, {"rope_style", "neox"}}, "d")
+                  .prerope_ok(shape));
+  // A theta list of the wrong length for the cache (built by hand, or parsed without a count).
+  EXPECT_FALSE(parse_kv_meta({{"rope_theta", "[1, 2, 3]"}, {"rope_style", "neox"}}, "d").prerope_ok(shape));
+}
+
+TEST(ParseKvMeta, MalformedRopeIsAFormatErrorNamingTheFile) {
+  using M = std::map<std::string, std::string>;
+  for (const M& md : std::vector<M>{
+           {{"rope_theta", "[10000, -1]"}},
+           {{"rope_theta", "[]"}},
+           {{"rope_theta", "[10000, \"x\"]"}},
+           {{"rope_theta", "[10000"}},
+           {{"rope_theta", "[1, 2, 3]"}},  // 4 layers
+           {{"rope_scaling", "linear"}},
+           {{"rope_scaling", "[4]"}},
+           {{"rope_scaling", R"({"factor": 4})"}},
+           {{"rope_scaling", R"({"rope_type": "linear"})"}},
+           {{"rope_scaling", R"({"rope_type": "linear", "factor": 0})"}},
+           {{"rope_scaling", R"({"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4})"}},
+           {{"rope_scaling", R"({"rope_type": "llama3", "factor": 8, "low_freq_factor": 4, "high_freq_factor": 1, "original_max_position_embeddings": 8192})"}},
+           {{"partial_rotary_factor", "1.5"}},
+           {{"partial_rotary_factor", "half"}},
+           {{"rotary_dim", "-2"}},
+           {{"rope_theta", "1e6"}, {"rope_local_base_freq", "1e4"}},  // which layers are local?
+           {{"rope_theta", "[1, 2, 3, 4]"}, {"rope_local_base_freq", "1e4"}, {"sliding_window_pattern", "2"}},
+           {{"rope_theta", "1e6"}, {"rope_local_base_freq", "1e4"}, {"layer_types", "sliding_attention"}},
+           {{"rope_theta", "1e6"}, {"rope_local_base_freq", "1e4"}, {"sliding_window_pattern", "0"}},
+       }) {
+    try {
+      parse_kv_meta(md, "d.safetensors", 4);
+      ADD_FAILURE() << md.begin()->first << "=" << md.begin()->second << " accepted";
+    } catch (const Error& err) {
+      EXPECT_EQ(err.code(), Errc::format);
+      EXPECT_MSG(std::string(err.what()), "d.safetensors");
+    }
+  }
+  // kv_from_tensors checks the list against the dump's layers.
+  const std::string e = error_of(canonical(3, {2, 4, 8}), {{"rope_theta", "[1, 2]"}});
+  EXPECT_MSG(e, "rope_theta");
 }
 
 }  // namespace

@@ -51,6 +51,19 @@ TEST(Dump, CanonicalTensorsAndMetadata) {
   for (size_t i = 0; i < k1.size(); ++i) ASSERT_EQ(h[i], f32_to_f16(k1[i]));
 
   EXPECT_THROW(make_dump(m, {}, 1), Error);
+  EXPECT_EQ(d.metadata.count("rotary_dim"), 0u);  // every dim rotates
+}
+
+// Partial rotary embedding: the dump says so, and skv then refuses prerope_centre on it.
+TEST(Dump, PartialRotaryIsRecordedAndMakesPreRopeUnavailable) {
+  const auto cfg = test::tiny_config(RopeStyle::gptj, 4);
+  const Model m(cfg, test::tiny_weights(cfg, false, true, 3));
+  const Dump d = make_dump(m, ids_of(5, cfg.vocab), 0);
+  EXPECT_EQ(d.metadata.at("rotary_dim"), "4");
+  const KvMeta meta = parse_kv_meta(d.metadata, "tiny.safetensors", cfg.n_layers);
+  const KvShape shape{cfg.n_layers, cfg.n_kv_heads, 5, cfg.head_dim};
+  EXPECT_FALSE(meta.prerope_ok(shape));
+  EXPECT_NE(meta.prerope_unavailable(shape).find("rotary_dim 4"), std::string::npos);
 }
 
 TEST(Eval, PerplexityMatchesForwardAndSeesTheTransform) {

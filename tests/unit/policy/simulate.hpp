@@ -5,7 +5,8 @@
 #include <cmath>
 #include <vector>
 
-#include "../../../lib/src/policy_detail.hpp"
+#include "../../../lib/src/row_convert.hpp"
+#include "../../../lib/src/rope.hpp"
 #include "skv/half.hpp"
 #include "skv/kvcache.hpp"
 #include "skv/plan.hpp"
@@ -43,9 +44,8 @@ inline Simulated simulate(const KvCache& c, const Plan& p) {
   const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
   const int g8 = p.quant.int8_group ? p.quant.int8_group : D, g4 = p.quant.int4_group ? p.quant.int4_group : D;
   const KeyTransform tf = p.quant.key_transform;
-  std::optional<detail::RopeTable> rope;
-  if (tf == KeyTransform::prerope_centre)
-    rope.emplace(T, D, *c.meta.rope_theta, c.meta.rope_style, c.meta.position_offset);
+  std::optional<detail::RopeTables> rope;
+  if (tf == KeyTransform::prerope_centre) rope.emplace(c.meta, L, D, T);
   Simulated out;
   out.cache = c;
   out.cache.shape.dtype = DType::F32;
@@ -66,7 +66,7 @@ inline Simulated simulate(const KvCache& c, const Plan& p) {
       std::vector<float> row(static_cast<size_t>(D));
       auto key_in = [&](int t) {
         detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, row.data());
-        if (rope) rope->apply(row.data(), t, true);
+        if (rope) rope->layer(l).rotate(row.data(), t, true);
       };
       if (tf != KeyTransform::none) {
         for (int t = 0; t < T; ++t) {
@@ -87,7 +87,7 @@ inline Simulated simulate(const KvCache& c, const Plan& p) {
           for (int d = 0; d < D; ++d) row[d] -= float(centre[d]);
           quant_row(row.data(), D, tk, g8, g4);
           for (int d = 0; d < D; ++d) row[d] += float(centre[d]);
-          if (rope) rope->apply(row.data(), t, false);
+          if (rope) rope->layer(l).rotate(row.data(), t, false);
           std::copy(row.begin(), row.end(), k);
         } else {
           detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k);

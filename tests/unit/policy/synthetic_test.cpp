@@ -3,7 +3,8 @@
 #include <cmath>
 #include <cstring>
 
-#include "../../../lib/src/policy_detail.hpp"
+#include "../../../lib/src/row_convert.hpp"
+#include "../../../lib/src/rope.hpp"
 #include "skv/error.hpp"
 #include "skv/synthetic.hpp"
 
@@ -97,12 +98,12 @@ TEST(Synthetic, OutliersSitInLowFrequencyChannelsBeforeRope) {
   const SyntheticCache s = make_synthetic(o);
   const KvCache& c = s.cache;
   const int D = 128, T = 256;
-  detail::RopeTable rope(T, D, 10000, RopeStyle::neox, 0);
+  const detail::RopeTable rope(RopeParams{10000, {}}, RopeStyle::neox, D, 0, T);
   std::vector<double> mean(D, 0.0), typical(D, 0.0);
   std::vector<float> k(D);
   for (int t = 4; t < T; ++t) {
     detail::load_row(c.row(0, false, 0, t), DType::F32, D, k.data());
-    rope.apply(k.data(), t, true);
+    rope.rotate(k.data(), t, true);
     for (int d = 0; d < D; ++d) mean[d] += k[d] / (T - 4);
   }
   int outliers = 0;

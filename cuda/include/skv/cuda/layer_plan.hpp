@@ -78,5 +78,7 @@ size_t workspace_bytes(const LayerGeometry& geo);
 // position_offset + t. The GPU never calls sin/cos itself.
 size_t rope_table_floats(const LayerGeometry& geo);
 void fill_rope_table(const LayerGeometry& geo, double theta, int64_t position_offset, float* table);
+// The same for one layer's RoPE frequencies (KvMeta::rope_for_layer: theta and scaling).
+void fill_rope_table(const LayerGeometry& geo, const RopeParams& rope, int64_t position_offset, float* table);
 
 }  // namespace skv::cuda

@@ -34,7 +34,10 @@ class EncodePipeline {
   // pointers or host pointers (host data is copied in on the compute stream); the tier maps are
   // host arrays of T bytes, copied before submit() returns. Throws Errc::invalid_argument when
   // two layers are already in flight.
-  void submit(const void* k, const void* v, const uint8_t* k_tiers, const uint8_t* v_tiers);
+  // `rope`: this layer's device RoPE table (layers with different RoPE frequencies), or null for
+  // the one given to the constructor; it must stay valid until the layer's next() returns.
+  void submit(const void* k, const void* v, const uint8_t* k_tiers, const uint8_t* v_tiers,
+              const float* rope = nullptr);
 
   struct Done {
     int layer = 0;

@@ -1,0 +1,178 @@
+// The fused planning pass and its kernels: the fused pass gives exactly the two-pass tables, the
+// query sample is spread and unbiased, and the AVX2 kernels equal the portable ones bit for bit.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <set>
+
+#include "../../../lib/src/head_pass.hpp"
+#include "../../../lib/src/plan_kernels.hpp"
+#include "skv/allocate.hpp"
+#include "skv/policy.hpp"
+#include "skv/score.hpp"
+#include "skv/synthetic.hpp"
+
+using namespace skv;
+
+namespace {
+
+SyntheticCache cache(const char* spec, uint64_t seed = 3) {
+  SyntheticOptions o;
+  o.spec = spec;
+  o.window = 16;
+  o.needle = true;
+  o.seed = seed;
+  return make_synthetic(o);
+}
+
+void expect_same_tables(const Distortion& a, const Distortion& b) {
+  ASSERT_EQ(a.k.size(), b.k.size());
+  EXPECT_EQ(a.forced, b.forced);
+  for (size_t e = 0; e < a.k.size(); ++e) {
+    for (int t = 0; t < 3; ++t) {
+      ASSERT_EQ(std::memcmp(&a.k[e][t], &b.k[e][t], 4), 0) << "k entry " << e << " tier " << t;
+      ASSERT_EQ(std::memcmp(&a.v[e][t], &b.v[e][t], 4), 0) << "v entry " << e << " tier " << t;
+    }
+    ASSERT_EQ(std::memcmp(&a.drop[e], &b.drop[e], 4), 0) << "drop entry " << e;
+  }
+}
+
+}  // namespace
+
+TEST(PlanPass, FusedEqualsScoresThenDistortion) {
+  SyntheticCache s = cache("qwen2.5-7b:300");
+  // Absent tokens and a non-finite row reach the masked and forced paths.
+  Tensor mask(DType::U8, Shape{300});
+  for (int t = 0; t < 300; ++t) mask.as<uint8_t>()[t] = uint8_t(t % 7 != 3);
+  s.cache.layers[1].mask = mask.view();
+  for (KeyTransform tf : {KeyTransform::none, KeyTransform::centre, KeyTransform::prerope_centre})
+    for (int queries : {0, 5}) {
+      SCOPED_TRACE("transform " + std::to_string(int(tf)) + " queries " + std::to_string(queries));
+      ScoreOptions so;
+      so.query_sample = queries;
+      so.recent = 8;
+      QuantSettings q;
+      q.key_transform = tf;
+      const Scores sc = score_tokens(s.cache, so);
+      const Distortion two = measure_distortion(s.cache, sc, q);
+      std::vector<uint8_t> pinned;
+      const Distortion one = measure_distortion_fused(s.cache, so, q, {}, &pinned);
+      EXPECT_EQ(pinned, sc.pinned);
+      expect_same_tables(two, one);
+      // And the tables do not depend on the thread count.
+      ErrorOptions eo;
+      eo.threads = 3;
+      expect_same_tables(one, measure_distortion_fused(s.cache, so, q, eo));
+    }
+}
+
+TEST(PlanPass, QuerySampleIsSpreadAndUnbiased) {
+  for (auto [G, W, n] : {std::tuple{1, 32, 8}, {4, 32, 16}, {7, 8, 5}, {3, 32, 96}, {3, 32, 200}}) {
+    const detail::QuerySample q = detail::sample_queries(G, W, n);
+    const int N = G * W, m = std::min(n, N);
+    ASSERT_EQ(int(q.rows.size()), m);
+    EXPECT_FLOAT_EQ(q.weight * float(m), float(N));  // each sampled query stands for N / m
+    const std::set<int> distinct(q.rows.begin(), q.rows.end());
+    EXPECT_EQ(int(distinct.size()), m);
+    std::set<int> heads, early, late;
+    for (int r : q.rows) {
+      ASSERT_GE(r, 0);
+      ASSERT_LT(r, N);
+      heads.insert(r / W);
+      (r % W < W / 2 ? early : late).insert(r);
+    }
+    EXPECT_EQ(int(heads.size()), std::min(G, m)) << "every query head represented";
+    if (m >= 2 * G) {
+      EXPECT_FALSE(early.empty() || late.empty()) << "both halves of the window";
+    }
+  }
+}
+
+TEST(PlanPass, SampledPlanKeepsTheBudgetAndTheNeedle) {
+  const SyntheticCache s = cache("llama3-8b:512", 11);
+  for (int queries : {0, 4, 16}) {
+    PolicyOptions po;
+    po.budget = 0.3;
+    po.plan_queries = queries;
+    PolicyReport r;
+    const Plan p = make_plan(s.cache, po, &r);
+    EXPECT_LE(r.predicted_bytes, r.budget_bytes) << queries;
+    // The needle is what the window queries attend: no layer drops it.
+    const int n0 = int(*s.cache.meta.needle_start), nl = int(*s.cache.meta.needle_len);
+    for (int l = 0; l < p.layers; ++l)
+      for (int t = n0; t < n0 + nl; ++t) EXPECT_NE(p.k(l, t), Tier::DROP) << "queries " << queries << " layer " << l;
+  }
+}
+
+TEST(PlanKernels, Avx2EqualsPortable) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> nd(0, 3);
+  for (int n : {8, 20, 64, 80, 128, 130}) {
+    std::vector<float> x(static_cast<size_t>(n)), c(static_cast<size_t>(n)), m(static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i) x[i] = nd(rng), c[i] = nd(rng) * 0.1f, m[i] = nd(rng) * 0.2f;
+    std::vector<double> ws8{0.7}, ws4;
+    for (int k = 0; k < n / 8; ++k) ws4.push_back(0.1 * (k + 1));
+    auto run = [&](bool portable) {
+      detail::force_portable_plan_kernels(portable);
+      std::vector<float> r;
+      std::vector<float> e(x);
+      for (float& v : e) v = -std::fabs(v) * 4;  // exp arguments <= 0
+      r.push_back(detail::exp_shifted(e.data(), n, 0.0f));
+      r.insert(r.end(), e.begin(), e.end());
+      std::vector<float> mm(x);
+      std::vector<uint8_t> absent(static_cast<size_t>(n), 0);
+      absent[1] = 1;
+      r.push_back(detail::mask_and_max(mm.data(), n, absent.data()));
+      std::vector<float> sh(size_t(n), 1), qu(size_t(n), 2), dr(size_t(n), 3), p(static_cast<size_t>(n));
+      for (int i = 0; i < n; ++i) p[i] = std::fabs(x[i]) / 10;
+      detail::add_weights(p.data(), n, 0.5f, sh.data(), qu.data(), dr.data());
+      r.insert(r.end(), dr.begin(), dr.end());
+      float ss = 0;
+      r.push_back(float(detail::finite_sum_squares(x.data(), n, ss)));
+      r.push_back(ss);
+      r.push_back(detail::sum_squares(x.data(), n));
+      r.push_back(float(detail::all_finite(x.data(), n)));
+      if (n % 8 == 0) {
+        double e8 = 0, e4 = 0;
+        float dev = 0;
+        const int g8 = n;
+        ws8.assign(1, 0.7);
+        r.push_back(float(detail::row_errors(x.data(), c.data(), m.data(), n, g8, 8, ws8.data(), ws4.data(), e8, e4, dev)));
+        r.push_back(float(e8));
+        r.push_back(float(e4));
+        r.push_back(dev);
+      }
+      detail::force_portable_plan_kernels(false);
+      return r;
+    };
+    const std::vector<float> a = run(false), b = run(true);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(std::memcmp(&a[i], &b[i], 4), 0) << "n " << n << " value " << i;
+  }
+}
+
+TEST(PlanKernels, ExpAndNonFinite) {
+  std::vector<float> row = {0.0f, -1.0f, -10.0f, -80.0f, -100.0f, -INFINITY, -0.5f, -3.0f, -0.25f};
+  std::vector<float> want;
+  double sum = 0;
+  for (float x : row) {
+    want.push_back(x < -87 ? 0.0f : float(std::exp(double(x))));
+    sum += want.back();
+  }
+  const float got = detail::exp_shifted(row.data(), int(row.size()), 0.0f);
+  EXPECT_NEAR(got, sum, 1e-6 * sum);
+  for (size_t i = 0; i < row.size(); ++i) EXPECT_NEAR(row[i], want[i], 3e-7 * want[i] + 1e-38) << i;
+  std::vector<float> x(64, 1.0f);
+  double e8, e4;
+  float dev;
+  std::vector<double> w8{1}, w4{1, 1};
+  EXPECT_TRUE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, dev));
+  x[40] = NAN;
+  EXPECT_FALSE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, dev));
+  EXPECT_FALSE(detail::all_finite(x.data(), 64));
+  x[40] = INFINITY;
+  float ss;
+  EXPECT_FALSE(detail::finite_sum_squares(x.data(), 64, ss));
+}

@@ -62,6 +62,11 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
                  "Window queries per kv head that fast planning scores (default " + std::to_string(kPlanQueries) +
                      "; 0 = all, as --plan thorough)")
       ->check(CLI::NonNegativeNumber);
+  sub.add_option("--drop-guard", a.drop_guard,
+                 "Distortion-aware policies: no token drops whose dropping, with every token of lower "
+                 "attention, takes more than this share of a window query's attention (default " +
+                     std::to_string(kMaxDropMass).substr(0, 4) + "; loosened only as far as the budget needs; 1 = off)")
+      ->check(CLI::Range(0.0, 1.0));
   sub.add_option("--pdtrim-front", a.pdtrim_front, "pdtrim: share of kept tokens taken from the front")
       ->check(CLI::Range(0.0, 1.0));
 }
@@ -183,6 +188,7 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a, const std::functi
   o.quant = quant;
   o.pdtrim_front = a.pdtrim_front;
   o.plan_queries = plan_queries(a);
+  if (a.drop_guard >= 0) o.max_drop_mass = a.drop_guard;
   o.threads = a.threads;
   o.layer_done = release_layer;
   r.plan = make_plan(cache, o, &r.report);
@@ -232,6 +238,7 @@ nlohmann::json report_json(const PolicyReport& r) {
           {"predicted_budget", r.predicted_budget},
           {"nominal_budget", r.nominal_budget},
           {"distortion", r.distortion},
+          {"drop_mass", r.drop_mass},
           {"tiers_k", k},
           {"tiers_v", v},
           {"seconds", {{"score", r.seconds_score}, {"errors", r.seconds_errors}, {"allocate", r.seconds_allocate}}}};

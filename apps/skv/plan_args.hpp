@@ -31,6 +31,7 @@ struct PlanArgs {
   double pdtrim_front = 0.5;
   std::string plan = "fast";  // fast: a sample of window queries; thorough: all of them
   int plan_queries = -1;      // -1 = the library default (skv::kPlanQueries)
+  double drop_guard = -1;     // -1 = the library default (skv::kMaxDropMass)
   int threads = 0;
 };
 

@@ -120,6 +120,7 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
   if (o.drop) free_opts.push_back({3, 3});
   const Opt fp16_only[1] = {{0, 0}}, drop_only[1] = {{3, 3}};
   const auto& tb = model.token_bytes;
+  const bool guard = o.drop && o.max_drop_mass < 1 && d.drop_mass.size() == N;
   // Costs are the same for every entry: order the options by bytes once.
   std::stable_sort(free_opts.begin(), free_opts.end(),
                    [&](Opt a, Opt b) { return tb[a.k] + tb[a.v] < tb[b.k] + tb[b.v]; });
@@ -139,7 +140,12 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
     hoff[e] = uint32_t(hopt.size());
     const uint8_t f = d.forced.empty() ? 0 : d.forced[e];
     const Opt* opts = f == 1 ? fp16_only : f == 2 ? drop_only : free_opts.data();
-    const size_t no = f ? 1 : free_opts.size();
+    size_t no = f ? 1 : free_opts.size();
+    // The drop guard: DROP is the cheapest option, so leaving it out is dropping the first.
+    if (!f && guard && d.drop_mass[e] > o.max_drop_mass && free_opts[0].k == 3) {
+      ++opts;
+      --no;
+    }
     for (size_t i = 0; i < no; ++i) {
       const Opt op = opts[i];
       pts[i].opt = op;

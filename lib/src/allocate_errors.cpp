@@ -25,7 +25,7 @@ class TermTable {
   TermTable(const KvCache& c, int threads)
       : c_(c), H_(c.shape.kv_heads), T_(c.shape.tokens),
         G_(std::min(detail::layers_per_group(H_, threads), c.shape.layers)),
-        terms_(size_t(G_) * H_ * T_), ok_(terms_.size()) {
+        terms_(size_t(G_) * H_ * T_), ok_(terms_.size()), mass_(terms_.size()) {
     d.layers = c.shape.layers;
     d.tokens = T_;
     const size_t n = size_t(d.layers) * T_;
@@ -33,9 +33,11 @@ class TermTable {
     d.v.assign(n, {0, 0, 0});
     d.drop.assign(n, 0.0f);
     d.forced.assign(n, 0);
+    d.drop_mass.assign(n, 0.0f);
   }
   detail::HeadTerms* terms(int l, int h) { return &terms_[(size_t(l % G_) * H_ + h) * T_]; }
   uint8_t* ok(int l, int h) { return &ok_[(size_t(l % G_) * H_ + h) * T_]; }
+  float* mass(int l, int h) { return &mass_[(size_t(l % G_) * H_ + h) * T_]; }
 
   void sum_heads(int l0, int n) {
     for (int l = l0; l < l0 + n; ++l) {
@@ -49,6 +51,7 @@ class TermTable {
         }
         for (int h = 0; h < H_; ++h) {
           const size_t i = (size_t(l % G_) * H_ + h) * T_ + t;
+          d.drop_mass[e] = std::max(d.drop_mass[e], mass_[i]);
           if (!ok_[i]) {  // non-finite in this head: must stay FP16
             d.forced[e] = 1;
             continue;
@@ -71,7 +74,21 @@ class TermTable {
   int H_, T_, G_;
   std::vector<detail::HeadTerms> terms_;
   std::vector<uint8_t> ok_;
+  std::vector<float> mass_;
 };
+
+// The drop guard from a score alone (no per-query attention): the score as one query's share.
+void share_masses(const float* share, const std::vector<uint8_t>& absent, const std::vector<uint8_t>& pinned, int T,
+                  float* mass) {
+  std::vector<int> order;
+  for (int t = 0; t < T; ++t) {
+    mass[t] = INFINITY;
+    if (!absent[size_t(t)] && (pinned.empty() || !pinned[size_t(t)])) order.push_back(t);
+  }
+  std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return share[a] < share[b]; });
+  float lost = 0;
+  for (int t : order) mass[t] = lost += share[t];
+}
 
 void check_scores(const KvCache& c, const Scores& sc) {
   if (sc.tokens != c.shape.tokens) fail(Errc::invalid_argument, c.source, "scores do not match the cache's token count");
@@ -90,6 +107,12 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
     std::vector<float> share;
   };
   detail::ScratchPool<Scratch> pool;
+  // The score of each token in head h of layer l (the head's when known, else the layer's).
+  auto shares = [&](int l, int h, std::vector<float>& buf) {
+    buf.resize(size_t(T));
+    for (int t = 0; t < T; ++t) buf[size_t(t)] = sc.at(l, h, t);
+    return buf.data();
+  };
   auto task = [&](int l, int h) {
     std::unique_ptr<Scratch> scratch = pool.take();
     detail::HeadPass& hp = scratch->pass;
@@ -104,11 +127,13 @@ Distortion measure_distortion(const KvCache& c, const Scores& sc, const QuantSet
       w.drop = &sc.drop_weight[row0];
       w.floor = float(o.second_moment_floor * sc.uniform_weight[size_t(l) * H + h]);
     } else {
-      scratch->share.resize(size_t(T));
-      for (int t = 0; t < T; ++t) scratch->share[size_t(t)] = sc.at(l, h, t);
-      w.share = scratch->share.data();
+      w.share = shares(l, h, scratch->share);
       w.floor = float(o.weight_floor / T);
     }
+    if (!sc.drop_mass.empty())
+      std::copy_n(&sc.drop_mass[row0], T, table.mass(l, h));
+    else
+      share_masses(shares(l, h, scratch->share), hp.absent(), sc.pinned, T, table.mass(l, h));
     if (!sc.top.empty()) {
       w.top = &sc.top[(size_t(l) * sc.kv_heads + h) * size_t(sc.group_queries) * sc.top_k];
       w.queries = sc.group_queries;
@@ -158,6 +183,7 @@ Distortion measure_distortion_fused(const KvCache& c, const ScoreOptions& so, co
     w.top_k = detail::kTopK;
     w.top_weight = hp.query_weight();
     detail::head_terms(hp, w, o, table.terms(l, h), table.ok(l, h));
+    std::copy(hp.drop_mass.begin(), hp.drop_mass.end(), table.mass(l, h));
     pool.give(std::move(scratch));
   };
   detail::walk_layers(s.L, H, o.threads, task, [&](int l0, int n) { table.sum_heads(l0, n); }, o.layer_done);

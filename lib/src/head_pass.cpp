@@ -128,6 +128,7 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
   W_ = s.window;
   const int T = T_, D = D_;
   R_ = qs ? int(qs->rows.size()) : 0;
+  pinned_ = pinned;
   weight_ = qs ? qs->weight : 1.0f;
   K_.resize(size_t(T) * D);
   V_.resize(size_t(T) * D);
@@ -161,7 +162,7 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
   // Blocks of rows: converted, their logits taken (one small sgemm, on the keys as stored), then
   // checked, summed and moved into the transform's space while still in cache. The sums go
   // through f32 per block (exact enough for a mean; cheaper than f64 per element).
-  constexpr int kBlock = 128;
+  constexpr int kBlock = 512;
   std::vector<float> kacc(static_cast<size_t>(D)), vacc(static_cast<size_t>(D));
   for (int t0 = 0; t0 < T; t0 += kBlock) {
     const int n = std::min(kBlock, T - t0);
@@ -307,6 +308,25 @@ void HeadPass::weights() {
     const double n = seen[size_t(last)];
     uniform += inv_o2 / (n * n);
     add_weights(&S_[size_t(r) * T], last + 1, float(inv_o2), share.data(), quant.data(), drop.data());
+  }
+  // The drop guard's masses: tokens in increasing order of attention share (pinned ones never
+  // drop); a token's mass is the largest share of any scored query taken by it and every token
+  // before it, i.e. what that query loses if all of them are dropped.
+  drop_mass.assign(size_t(T), INFINITY);
+  if (R_ > 0) {
+    std::vector<int> order;
+    for (int t = 0; t < T; ++t)
+      if (!absent_[size_t(t)] && (pinned_.empty() || !pinned_[size_t(t)])) order.push_back(t);
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return share[size_t(a)] < share[size_t(b)]; });
+    std::vector<float> lost(size_t(R_), 0.0f);
+    float worst = 0;
+    for (int t : order) {
+      for (int r = 0; r < R_; ++r) {
+        lost[size_t(r)] += S_[size_t(r) * T + t];
+        worst = std::max(worst, lost[size_t(r)]);
+      }
+      drop_mass[size_t(t)] = worst;
+    }
   }
   if (weight_ != 1.0f) {
     scale_row(share.data(), T, weight_);

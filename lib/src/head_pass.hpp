@@ -83,8 +83,9 @@ class HeadPass {
   const std::vector<Scores::Top>& top() const { return top_; }  // [queries, kTopK]
   int queries() const { return R_; }
   float query_weight() const { return weight_; }
-  // weights(): per token, times the sample weight (see Scores::quant_weight).
-  std::vector<float> share, quant, drop;
+  // weights(): per token, times the sample weight (see Scores::quant_weight), and the drop
+  // guard's mass (Scores::drop_mass; infinite for pinned or absent tokens).
+  std::vector<float> share, quant, drop, drop_mass;
   double uniform = 0;
 
  private:
@@ -93,7 +94,7 @@ class HeadPass {
   float weight_ = 1;
   std::vector<int> qrow_;            // window position of each sampled query
   std::vector<float> K_, V_;         // [T, D]
-  std::vector<uint8_t> absent_, bad_;
+  std::vector<uint8_t> absent_, bad_, pinned_;
   std::vector<double> ksum_, vsum_;  // over present, finite, unpinned rows
   double nsum_ = 0, v2_ = 0;
   std::vector<float> Q_, S_, O_;  // Q [R, D] scaled; S [R, T] logits then p; O [R, D]

@@ -230,7 +230,16 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     ao.int4 = r.int4_allowed;
     ao.drop = o.allow_drop;
     ao.kv_split = o.kv_split;
-    plan = allocate_distortion(d, sc.pinned, model, B, ao, &r.distortion);
+    // The drop guard, loosened (doubled) only as far as the budget needs.
+    for (ao.max_drop_mass = o.max_drop_mass;; ao.max_drop_mass *= 2) {
+      try {
+        plan = allocate_distortion(d, sc.pinned, model, B, ao, &r.distortion);
+        break;
+      } catch (const Error& e) {
+        if (e.code() != Errc::budget || !(ao.max_drop_mass < 1) || !o.allow_drop) throw;
+      }
+    }
+    r.drop_mass = std::min(ao.max_drop_mass, 1.0);
   }
   r.seconds_allocate = since(t0);
   plan.quant = q;

@@ -88,6 +88,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
     if (use == Scorer::attention) {
       out.quant_weight.assign(out.head.size(), 0.0f);
       out.drop_weight.assign(out.head.size(), 0.0f);
+      out.drop_mass.assign(out.head.size(), 0.0f);
       out.uniform_weight.assign(size_t(L) * H, 0.0f);
       out.top_k = detail::kTopK;
       out.group_queries = int(detail::sample_queries(s.q_heads / H, s.window, o.query_sample).rows.size());
@@ -98,7 +99,9 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
     const detail::QuerySample queries =
         use == Scorer::attention ? detail::sample_queries(s.q_heads / H, s.window, o.query_sample) : detail::QuerySample{};
     out.query_weight = queries.weight;
-    const std::vector<uint8_t> no_pins;
+    std::vector<uint8_t> pins(size_t(T), 0);  // as out.pinned: kept out of the drop guard's order
+    for (int t = 0; t < std::min(o.sinks, T); ++t) pins[size_t(t)] = 1;
+    for (int t = std::max(0, T - o.recent); t < T; ++t) pins[size_t(t)] = 1;
     // Layer group by layer group, so that a mapped dump can drop each layer once it is read.
     detail::walk_layers(L, H, o.threads, [&](int l, int h) {
       const size_t task = size_t(l) * H + h;
@@ -106,7 +109,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       if (use == Scorer::attention) {
         std::unique_ptr<detail::HeadPass> scratch = pool.take();
         detail::HeadPass& a = *scratch;
-        a.load(c, l, h, &queries, nullptr, no_pins);
+        a.load(c, l, h, &queries, nullptr, pins);
         a.attend();
         a.second(true, nullptr, {}, 0, false);
         a.weights();
@@ -115,6 +118,7 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
         detail::pool_row(a.drop, o.pool, o.pool_kernel);
         std::copy(a.quant.begin(), a.quant.end(), out.quant_weight.begin() + ptrdiff_t(task * T));
         std::copy(a.drop.begin(), a.drop.end(), out.drop_weight.begin() + ptrdiff_t(task * T));
+        std::copy(a.drop_mass.begin(), a.drop_mass.end(), out.drop_mass.begin() + ptrdiff_t(task * T));
         std::copy(a.top().begin(), a.top().end(), out.top.begin() + ptrdiff_t(task * a.top().size()));
         out.uniform_weight[task] = float(a.uniform);
         acc = std::move(a.share);

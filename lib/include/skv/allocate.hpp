@@ -52,12 +52,19 @@ struct Distortion {
   std::vector<float> drop;                 // [layers * tokens]: dropping K and V together
   // [layers * tokens]: 0 free, 1 must stay FP16 (non-finite values), 2 must drop (masked out)
   std::vector<uint8_t> forced;
+  // [layers * tokens]: the drop guard, the largest over heads of Scores::drop_mass (may be
+  // empty: no guard). AllocOptions::max_drop_mass keeps heavier entries from dropping.
+  std::vector<float> drop_mass;
 };
 
 struct AllocOptions {
   bool int8 = true, int4 = true;  // allowed quantized tiers (FP16 always is)
   bool drop = true;               // may drop entries when that costs less distortion per byte
   bool kv_split = true;           // K and V of an entry may take different tiers (DROP is joint)
+  // Drop guard: entries whose Distortion::drop_mass exceeds this never drop (>= 1: no guard).
+  // Dropping renormalises the rest, an error that grows with the dropped mass and that the
+  // per-token model prices only token by token; below this mass it stays small and bounded.
+  double max_drop_mass = 1;
 };
 
 // Pinned tokens ([tokens]) are served before any other entry. Throws Errc::budget, naming the

@@ -31,6 +31,8 @@ std::optional<PolicyKind> policy_from_name(std::string_view name) noexcept;
 
 // Default PolicyOptions::plan_queries.
 inline constexpr int kPlanQueries = 16;
+// Default PolicyOptions::max_drop_mass.
+inline constexpr double kMaxDropMass = 0.1;
 
 struct PolicyOptions {
   PolicyKind policy = PolicyKind::spectrum;
@@ -45,6 +47,11 @@ struct PolicyOptions {
   bool int4_safe = true;
   bool kv_split = true;      // distortion-aware: K and V of a token may take different tiers
   bool allow_drop = true;    // distortion-aware: may drop tokens when that beats quantizing
+  // Distortion-aware: the drop guard (AllocOptions::max_drop_mass): no token drops whose
+  // dropping, with every token of lower attention, takes more than this share of any scored
+  // window query's attention. When the budget cannot be met so, the guard is doubled until it
+  // can (PolicyReport::drop_mass says what was used). >= 1: no guard.
+  double max_drop_mass = kMaxDropMass;
   // Key transform for quantized keys; nullopt = choose automatically from the measured
   // (query-weighted) key error on a sample of unpinned tokens, going none -> centre ->
   // prerope_centre while each step cuts the error by at least a quarter (each costs codec time);
@@ -73,6 +80,7 @@ struct PolicyReport {
   uint64_t fp16_bytes = 0, budget_bytes = 0, predicted_bytes = 0;
   double predicted_budget = 0, nominal_budget = 0;
   double distortion = -1;            // distortion-aware policies: the plan's modelled distortion
+  double drop_mass = 1;              // distortion-aware policies: the drop guard in force
   std::array<uint64_t, kNumTiers> k_tiers{}, v_tiers{};  // (layer, token) entries per tier
   double seconds_score = 0, seconds_errors = 0, seconds_allocate = 0;
 };

@@ -59,6 +59,12 @@ struct Scores {
   // squared token error (quant_weight). Dropping t renormalises the rest: p / (1 - p) instead of
   // p (drop_weight). Linear attention shares (`head`) would overvalue the many faint tokens.
   std::vector<float> quant_weight, drop_weight;
+  // Attention only, [layers, kv_heads, tokens]: the drop guard. Unpinned tokens taken in
+  // increasing order of attention share, a token's mass is the largest share of attention that
+  // any scored window query loses when it and every token before it are dropped (infinite for
+  // pinned and absent tokens). Dropping tokens of mass <= m costs every query at most m of its
+  // attention: an error the model can bound (the renormalisation of a larger loss it cannot).
+  std::vector<float> drop_mass;
   // Attention only, [layers, kv_heads]: the quant_weight every token would have if each window
   // query attended uniformly to the tokens it sees (sum_r 1 / (n_r^2 |o_r|^2)); the reference
   // for ErrorOptions::weight_floor.

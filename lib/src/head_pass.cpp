@@ -311,22 +311,38 @@ void HeadPass::weights() {
   }
   // The drop guard's masses: tokens in increasing order of attention share (pinned ones never
   // drop); a token's mass is the largest share of any scored query taken by it and every token
-  // before it, i.e. what that query loses if all of them are dropped.
+  // before it, i.e. what that query loses if all of them are dropped. Any fixed order keeps that
+  // bound; the order is by share to an eighth of a decade (a counting sort: no comparisons).
   drop_mass.assign(size_t(T), INFINITY);
   if (R_ > 0) {
-    std::vector<int> order;
-    for (int t = 0; t < T; ++t)
-      if (!absent_[size_t(t)] && (pinned_.empty() || !pinned_[size_t(t)])) order.push_back(t);
-    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return share[size_t(a)] < share[size_t(b)]; });
-    std::vector<float> lost(size_t(R_), 0.0f);
-    float worst = 0;
-    for (int t : order) {
-      for (int r = 0; r < R_; ++r) {
-        lost[size_t(r)] += S_[size_t(r) * T + t];
-        worst = std::max(worst, lost[size_t(r)]);
-      }
-      drop_mass[size_t(t)] = worst;
+    constexpr int kBuckets = 128;  // 16 decades below the largest share, 8 buckets a decade
+    float top = 0;
+    for (int t = 0; t < T; ++t) top = std::max(top, share[size_t(t)]);
+    std::vector<int> bucket(size_t(T), -1), start(kBuckets + 1, 0), order;
+    for (int t = 0; t < T; ++t) {
+      if (absent_[size_t(t)] || (!pinned_.empty() && pinned_[size_t(t)])) continue;
+      const float x = share[size_t(t)];
+      const int b = x > 0 && top > 0 ? std::clamp(int(8 * std::log10(x / top)) + kBuckets - 1, 0, kBuckets - 1) : 0;
+      bucket[size_t(t)] = b;
+      ++start[size_t(b) + 1];
     }
+    for (int b = 0; b < kBuckets; ++b) start[size_t(b) + 1] += start[size_t(b)];
+    order.resize(size_t(start[kBuckets]));
+    for (int t = 0; t < T; ++t)
+      if (bucket[size_t(t)] >= 0) order[size_t(start[size_t(bucket[size_t(t)])]++)] = t;
+    std::fill(drop_mass.begin(), drop_mass.end(), INFINITY);
+    for (int t : order) drop_mass[size_t(t)] = 0;
+    for (int r = 0; r < R_; ++r) {
+      const float* p = &S_[size_t(r) * T];
+      float lost = 0;
+      for (int t : order) {
+        lost += p[t];
+        drop_mass[size_t(t)] = std::max(drop_mass[size_t(t)], lost);
+      }
+    }
+    // The running max over the order (each query's running sum is non-decreasing, their maximum too).
+    float worst = 0;
+    for (int t : order) drop_mass[size_t(t)] = worst = std::max(worst, drop_mass[size_t(t)]);
   }
   if (weight_ != 1.0f) {
     scale_row(share.data(), T, weight_);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "plan_kernels.hpp"
 #include "row_convert.hpp"
 
 namespace skv::detail {
@@ -58,11 +59,13 @@ std::vector<float> query_power(const KvCache& c, int l, int h) {
   const size_t es = dtype_size(kl.q->dtype);
   std::vector<double> acc(size_t(D), 0.0);
   std::vector<float> row(static_cast<size_t>(D));
-  for (int g = 0; g < G; ++g)
-    for (int i = 0; i < W; ++i) {
-      load_row(kl.q->bytes.data() + (size_t(h * G + g) * W + i) * D * es, kl.q->dtype, D, row.data());
+  for (int j = 0; j < G * W; ++j) {
+    load_row(kl.q->bytes.data() + (size_t(h) * G * W + j) * D * es, kl.q->dtype, D, row.data());
+    if (all_finite(row.data(), D))
+      for (int d = 0; d < D; ++d) acc[d] += double(row[d]) * row[d];
+    else  // a non-finite entry counts as 0, the rest of its row as usual
       for (int d = 0; d < D; ++d) acc[d] += std::isfinite(row[d]) ? double(row[d]) * row[d] : 0.0;
-    }
+  }
   std::vector<float> out(static_cast<size_t>(D));
   for (int d = 0; d < D; ++d) out[d] = float(acc[d] / (double(G) * W) / D);
   return out;

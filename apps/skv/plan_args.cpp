@@ -62,6 +62,10 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
                  "Window queries per kv head that fast planning scores (default " + std::to_string(kPlanQueries) +
                      "; 0 = all, as --plan thorough)")
       ->check(CLI::NonNegativeNumber);
+  sub.add_option("--int2", a.int2,
+                 "Distortion-aware policies: the INT2 tier (a format 1.1 container): auto (below budget " +
+                     std::to_string(kInt2Below).substr(0, 3) + "), on, off")
+      ->check(CLI::IsMember({"auto", "on", "off"}));
   sub.add_option("--drop-guard", a.drop_guard,
                  "Distortion-aware policies: no token drops whose dropping, with every token of lower "
                  "attention, takes more than this share of a window query's attention (default " +
@@ -189,6 +193,7 @@ PlanResult build_plan(const KvCache& cache, const PlanArgs& a, const std::functi
   o.pdtrim_front = a.pdtrim_front;
   o.plan_queries = plan_queries(a);
   if (a.drop_guard >= 0) o.max_drop_mass = a.drop_guard;
+  if (a.int2 != "auto") o.int2 = a.int2 == "on";
   o.threads = a.threads;
   o.layer_done = release_layer;
   r.plan = make_plan(cache, o, &r.report);

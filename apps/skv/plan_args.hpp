@@ -32,6 +32,7 @@ struct PlanArgs {
   std::string plan = "fast";  // fast: a sample of window queries; thorough: all of them
   int plan_queries = -1;      // -1 = the library default (skv::kPlanQueries)
   double drop_guard = -1;     // -1 = the library default (skv::kMaxDropMass)
+  std::string int2 = "auto";  // auto | on | off
   int threads = 0;
 };
 

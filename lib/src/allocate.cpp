@@ -113,9 +113,9 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
   // Candidate (K tier, V tier) pairs; DROP is joint.
   struct Opt { uint8_t k, v; };
   std::vector<Opt> free_opts;
-  const bool allowed[3] = {true, o.int8, o.int4};
-  for (int a = 0; a < 3; ++a)
-    for (int b = 0; b < 3; ++b)
+  const bool allowed[kNumTiers] = {true, o.int8, o.int4, false, o.int2};  // DROP is joint, below
+  for (int a = 0; a < kNumTiers; ++a)
+    for (int b = 0; b < kNumTiers; ++b)
       if (allowed[a] && allowed[b] && (o.kv_split || a == b)) free_opts.push_back({uint8_t(a), uint8_t(b)});
   if (o.drop) free_opts.push_back({3, 3});
   const Opt fp16_only[1] = {{0, 0}}, drop_only[1] = {{3, 3}};
@@ -134,7 +134,7 @@ Plan allocate_distortion(const Distortion& d, const std::vector<uint8_t>& pinned
   hcost.reserve(N * 4);
   hdist.reserve(N * 4);
   struct Pt { uint32_t c; double dist; Opt opt; };
-  Pt pts[10], hull[10];
+  Pt pts[kNumTiers * kNumTiers + 1], hull[kNumTiers * kNumTiers + 1];
   uint64_t base = model.fixed_bytes;
   for (size_t e = 0; e < N; ++e) {
     hoff[e] = uint32_t(hopt.size());

@@ -29,8 +29,8 @@ class TermTable {
     d.layers = c.shape.layers;
     d.tokens = T_;
     const size_t n = size_t(d.layers) * T_;
-    d.k.assign(n, {0, 0, 0});
-    d.v.assign(n, {0, 0, 0});
+    d.k.assign(n, {});
+    d.v.assign(n, {});
     d.drop.assign(n, 0.0f);
     d.forced.assign(n, 0);
     d.drop_mass.assign(n, 0.0f);
@@ -62,6 +62,8 @@ class TermTable {
           d.k[e][1] += x[2];
           d.k[e][2] += x[3];
           d.drop[e] += x[4];
+          d.v[e][size_t(Tier::INT2)] += x[5];
+          d.k[e][size_t(Tier::INT2)] += x[6];
         }
       }
     }
@@ -261,16 +263,16 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
       for (int d = 0; d < D; ++d) mean[size_t(d)] += x[d];
     }
     std::vector<float> k(static_cast<size_t>(D));
-    detail::RowErrorModel error(D, s.g8, s.g4, w);
+    detail::RowErrorModel error(D, s.g8, s.g4, 0, w);
     for (int v = 0; v < variants; ++v) {
       const float* base = &rows[(v == 2 ? m : 0) * D];
       double acc = 0;
       for (size_t i = 0; i < m; ++i) {
         for (int d = 0; d < D; ++d)
           k[size_t(d)] = base[i * D + d] - (v == 0 ? 0.0f : float(mean[size_t((v == 2 ? D : 0) + d)] / double(m)));
-        double e8 = 0, e4 = 0;
+        double e8 = 0, e4 = 0, e2 = 0;
         float dev;
-        error(k.data(), nullptr, nullptr, e8, e4, dev);
+        error(k.data(), nullptr, nullptr, e8, e4, e2, dev);
         acc += e8 + e4;
       }
       per[size_t(v) * tasks + size_t(l) * H + h] = acc;

@@ -38,6 +38,7 @@ void add_top1_terms(const HeadWeights& w, double cost, const std::vector<RawErro
       out[a][2] += float(cost * gauss_tail(gap1, e[size_t(a)].k8));
       out[a][3] += float(cost * gauss_tail(gap1, e[size_t(a)].k4));
       out[a][4] += float(cost);
+      out[a][6] += float(cost * gauss_tail(gap1, e[size_t(a)].k2));
     }
     for (int j = 1; j < K && top[j].token >= 0; ++j) {
       const int t = top[j].token;
@@ -45,6 +46,7 @@ void add_top1_terms(const HeadWeights& w, double cost, const std::vector<RawErro
       const double gap = double(top[0].logit) - top[j].logit;
       out[t][2] += float(cost * gauss_tail(gap, e[size_t(t)].k8));
       out[t][3] += float(cost * gauss_tail(gap, e[size_t(t)].k4));
+      out[t][6] += float(cost * gauss_tail(gap, e[size_t(t)].k2));
     }
   }
 }
@@ -76,13 +78,14 @@ void head_terms(const HeadPass& hp, const HeadWeights& w, const ErrorOptions& o,
   const std::vector<RawErrors>& e = hp.errors();
   for (int t = 0; t < T; ++t) {
     ok[t] = !(hp.absent()[size_t(t)] || hp.bad()[size_t(t)]);
-    out[t] = {0, 0, 0, 0, 0};
+    out[t] = {0, 0, 0, 0, 0, 0, 0};
     if (!ok[t]) continue;
     const float wq = (w.quant ? w.quant[t] : w.share[t]) + w.floor;
     const float wd = w.quant ? w.drop[t] + w.floor : wq;
     const RawErrors& x = e[size_t(t)];
     out[t] = {wq * x.v8, wq * x.v4, float(wq * x.vdev * logit_penalty(x.k8)),
-              float(wq * x.vdev * logit_penalty(x.k4)), wd * x.vdev};
+              float(wq * x.vdev * logit_penalty(x.k4)), wd * x.vdev, wq * x.v2,
+              float(wq * x.vdev * logit_penalty(x.k2))};
   }
   if (w.top && o.top1_cost > 0) add_top1_terms(w, o.top1_cost * w.top_weight, e, ok, out);
 }

@@ -11,8 +11,8 @@
 
 namespace skv::detail {
 
-// Terms of one token of one head: V INT8, V INT4, K INT8, K INT4, DROP.
-using HeadTerms = std::array<float, 5>;
+// Terms of one token of one head: V INT8, V INT4, K INT8, K INT4, DROP, V INT2, K INT2.
+using HeadTerms = std::array<float, 7>;
 
 // Mean square of each query channel over the window and the group's heads, divided by d (so
 // E[dlogit^2] = sum_c C_c dk_c^2 for logits q.k / sqrt(d)). Empty without queries.

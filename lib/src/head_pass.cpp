@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 
 #include "plan_kernels.hpp"
 #include "row_convert.hpp"
@@ -16,16 +17,21 @@ namespace {
 // Weighted squared error of one finite row at INT8 or INT4, any group size (w = nullptr weighs
 // every channel 1). Analytic: every element errs by a uniform step^2/12 (the fallback of
 // row_errors() for groups it does not take); exact: the reference quantizers' error.
-double group_error(const float* x, int n, int g, const float* w, bool int4, bool exact) {
+// levels: 127 (INT8, symmetric), 15 (INT4) or 3 (INT2; asymmetric).
+double group_error(const float* x, int n, int g, const float* w, int levels, bool exact) {
   double total = 0;
   int8_t q8[256];
   uint8_t q4[128];
   float y[256];
+  const bool int4 = levels != 127;
   for (int s = 0; s < n; s += g) {
     const float* xs = x + s;
     if (exact) {
       uint16_t sc = 0, mn = 0;
-      if (int4) {
+      if (levels == 3) {
+        if (!quant::q2_ref(xs, size_t(g), q4, &sc, &mn)) return 1e30;
+        quant::dq2_ref(q4, size_t(g), sc, mn, nullptr, y);
+      } else if (int4) {
         if (!quant::q4_ref(xs, size_t(g), q4, &sc, &mn)) return 1e30;
         quant::dq4_ref(q4, size_t(g), sc, mn, nullptr, y);
       } else {
@@ -44,7 +50,7 @@ double group_error(const float* x, int n, int g, const float* w, bool int4, bool
       hi = std::max(hi, xs[i]);
       am = std::max(am, std::fabs(xs[i]));
     }
-    const float step = std::min(int4 ? (hi - lo) / 15.0f : am / 127.0f, 65504.0f);
+    const float step = std::min(int4 ? (hi - lo) / float(levels) : am / 127.0f, 65504.0f);
     double ws = 0;
     for (int i = 0; i < g; ++i) ws += w ? w[s + i] : 1.0f;
     total += ws * double(step) * step / 12.0;
@@ -62,22 +68,24 @@ std::vector<double> group_weights(const float* w, int n, int g) {
 
 }  // namespace
 
-RowErrorModel::RowErrorModel(int n, int g8, int g4, const float* w, bool exact)
-    : n_(n), g8_(g8), g4_(g4), w_(w), ws8_(group_weights(w, n, g8)), ws4_(group_weights(w, n, g4)), exact_(exact),
-      y_(size_t(n)) {
+RowErrorModel::RowErrorModel(int n, int g8, int g4, int g2, const float* w, bool exact)
+    : n_(n), g8_(g8), g4_(g4), g2_(g2), w_(w), ws8_(group_weights(w, n, g8)), ws4_(group_weights(w, n, g4)),
+      exact_(exact), y_(size_t(n)) {
   for (double& x : ws8_) x /= 12;  // row_errors() takes the weights of a uniform step^2 / 12 error
   for (double& x : ws4_) x /= 12;
 }
 
-bool RowErrorModel::operator()(const float* x, const float* c, const float* m, double& e8, double& e4, float& dev) {
-  if (!exact_ && g8_ % g4_ == 0 && g4_ % 8 == 0)
-    return row_errors(x, c, m, n_, g8_, g4_, ws8_.data(), ws4_.data(), e8, e4, dev);
+bool RowErrorModel::operator()(const float* x, const float* c, const float* m, double& e8, double& e4, double& e2,
+                               float& dev) {
+  if (!exact_ && g8_ % g4_ == 0 && g4_ % 8 == 0 && (g2_ == g4_ || g2_ == 0))
+    return row_errors(x, c, m, n_, g8_, g4_, ws8_.data(), ws4_.data(), e8, e4, e2, dev);
   for (int i = 0; i < n_; ++i) y_[size_t(i)] = m ? x[i] - m[i] : x[i];
   dev = sum_squares(y_.data(), n_);
   for (int i = 0; i < n_; ++i) y_[size_t(i)] = c ? x[i] - c[i] : x[i];
   if (!all_finite(y_.data(), n_)) return false;
-  e8 = group_error(y_.data(), n_, g8_, w_, false, exact_);
-  e4 = group_error(y_.data(), n_, g4_, w_, true, exact_);
+  e8 = group_error(y_.data(), n_, g8_, w_, 127, exact_);
+  e4 = group_error(y_.data(), n_, g4_, w_, 15, exact_);
+  e2 = g2_ ? group_error(y_.data(), n_, g2_, w_, 3, exact_) : 0;
   return true;
 }
 
@@ -102,9 +110,16 @@ QuerySample sample_queries(int group_heads, int window, int count) {
 }
 
 ErrorSetup make_error_setup(const KvCache& c, const QuantSettings& q, KeyTransform tf) {
-  ErrorSetup s{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, tf, std::nullopt};
+  ErrorSetup s{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, 0, tf, std::nullopt};
   s.g8 = q.int8_group ? q.int8_group : s.D;
   s.g4 = q.int4_group ? q.int4_group : s.D;
+  if (q.int2) {  // the INT2 groups as the codec resolves them
+    s.g2 = q.int2_group == QuantSettings::kAutoGroup ? std::gcd(32, s.D) : q.int2_group ? q.int2_group : s.D;
+    if (s.D % s.g2 || s.g2 % 4 || s.g2 > 256)
+      fail(Errc::invalid_argument, c.source,
+           "INT2 group " + std::to_string(s.g2) + " must be a multiple of 4, divide head_dim " + std::to_string(s.D) +
+               " and be at most 256");
+  }
   if (s.D % s.g8 || s.D % s.g4 || s.g8 > 256 || s.g4 > 256)
     fail(Errc::invalid_argument, c.source,
          "quantizer groups (int8 " + std::to_string(s.g8) + ", int4 " + std::to_string(s.g4) +
@@ -275,17 +290,17 @@ void HeadPass::second(bool outputs, const ErrorSetup* setup, const std::vector<f
   const bool centred = setup && setup->tf != KeyTransform::none;
   std::optional<RowErrorModel> ve, ke;
   if (setup) {
-    ve.emplace(D, setup->g8, setup->g4, nullptr, exact);
-    ke.emplace(D, setup->g8, setup->g4, Ck.data(), exact);
+    ve.emplace(D, setup->g8, setup->g4, setup->g2, nullptr, exact);
+    ke.emplace(D, setup->g8, setup->g4, setup->g2, Ck.data(), exact);
   }
   for (int t = 0; t < T && setup; ++t) {
     const float* v = &V_[size_t(t) * D];
     if (absent_[size_t(t)] || bad_[size_t(t)]) continue;
-    double v8, v4, k8, k4;
+    double v8, v4, v2, k8, k4, k2;
     float vdev, kdev;
-    (*ve)(v, nullptr, vbar.data(), v8, v4, vdev);  // the values' errors, and their deviation from the mean
-    (*ke)(&K_[size_t(t) * D], centred ? centre.data() : nullptr, nullptr, k8, k4, kdev);
-    err_[size_t(t)] = {float(v8), float(v4), vdev, float(k8), float(k4)};
+    (*ve)(v, nullptr, vbar.data(), v8, v4, v2, vdev);  // the values' errors, and their deviation from the mean
+    (*ke)(&K_[size_t(t) * D], centred ? centre.data() : nullptr, nullptr, k8, k4, k2, kdev);
+    err_[size_t(t)] = {float(v8), float(v4), vdev, float(k8), float(k4), float(v2), float(k2)};
   }
 }
 

@@ -33,7 +33,7 @@ QuerySample sample_queries(int group_heads, int window, int count);
 
 // Quantizer geometry and key transform of an error measurement.
 struct ErrorSetup {
-  int L, H, T, D, g8, g4;
+  int L, H, T, D, g8, g4, g2;  // g2 = 0: no INT2 tier (QuantSettings::int2 off)
   KeyTransform tf;
   std::optional<RopeTables> rope;  // prerope_centre: per layer
 };
@@ -46,21 +46,23 @@ ErrorSetup make_error_setup(const KvCache& c, const QuantSettings& q, KeyTransfo
 // (c, m may be null: 0). operator() returns false when x - c is not finite.
 class RowErrorModel {
  public:
-  RowErrorModel(int n, int g8, int g4, const float* w, bool exact = false);
-  bool operator()(const float* x, const float* c, const float* m, double& e8, double& e4, float& dev);
+  // g2 = 0: no INT2 error (e2 = 0).
+  RowErrorModel(int n, int g8, int g4, int g2, const float* w, bool exact = false);
+  bool operator()(const float* x, const float* c, const float* m, double& e8, double& e4, double& e2, float& dev);
 
  private:
-  int n_, g8_, g4_;
+  int n_, g8_, g4_, g2_;
   const float* w_;
   std::vector<double> ws8_, ws4_;
   bool exact_;
   std::vector<float> y_;
 };
 
-// A token's raw errors: V at INT8 / INT4, |v - vbar|^2, and the query-weighted key errors
-// E[dlogit^2] at INT8 / INT4 (key minus centre, in the transform's space).
+// A token's raw errors: V at INT8 / INT4, |v - vbar|^2, the query-weighted key errors
+// E[dlogit^2] at INT8 / INT4 (key minus centre, in the transform's space), and both at INT2
+// (0 without the INT2 tier).
 struct RawErrors {
-  float v8 = 0, v4 = 0, vdev = 0, k8 = 0, k4 = 0;
+  float v8 = 0, v4 = 0, vdev = 0, k8 = 0, k4 = 0, v2 = 0, k2 = 0;
 };
 
 class HeadPass {

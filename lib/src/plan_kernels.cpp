@@ -128,11 +128,11 @@ float sum_squares(const float* x, int n) noexcept {
 }
 
 bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
-                double& e8, double& e4, float& dev) noexcept {
+                double& e8, double& e4, double& e2, float& dev) noexcept {
 #ifdef SKV_PLAN_AVX2
-  if (use_avx2()) return avx2::row_errors(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev);
+  if (use_avx2()) return avx2::row_errors(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev);
 #endif
-  e8 = e4 = 0;
+  e8 = e4 = e2 = 0;
   float am8 = 0, d2[kLanes] = {};
   for (int s = 0, k = 0; s < n; s += g4, ++k) {
     float mn = INFINITY, mx = -INFINITY, a = 0;  // min / max / max |y| are exact whatever the order
@@ -145,7 +145,7 @@ bool row_errors(const float* x, const float* c, const float* m, int n, int g8, i
       const float z = m ? x[s + i] - m[s + i] : x[s + i];
       d2[(s + i) % kLanes] += z * z;
     }
-    lanes::add_group_errors(mn, mx, a, k, g8 / g4, ws8, ws4, am8, e8, e4);
+    lanes::add_group_errors(mn, mx, a, k, g8 / g4, ws8, ws4, am8, e8, e4, e2);
   }
   dev = lane_sum(d2);
   return true;

@@ -43,11 +43,11 @@ bool finite_sum_squares(const float* x, int n, float& ss) noexcept;
 void add_row(float* acc, const float* x, int n) noexcept;
 
 // Analytic squared errors of the row y = x - c (c may be null: y = x) quantized at INT8
-// (symmetric, groups of g8) and INT4 (asymmetric min/max, groups of g4): each element errs by
+// (symmetric, groups of g8), INT4 and INT2 (asymmetric min/max, groups of g4): each element errs by
 // step^2 / 12, step the group's scale (its f16 rounding left out). ws8 / ws4 hold each group's
 // summed channel weight divided by 12. dev = sum (x - m)^2 (m may be null: 0). g8 must be a multiple of g4,
 // g4 a multiple of 8. Returns false when y is not finite.
 bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
-                double& e8, double& e4, float& dev) noexcept;
+                double& e8, double& e4, double& e2, float& dev) noexcept;
 
 }  // namespace skv::detail

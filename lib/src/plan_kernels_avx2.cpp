@@ -142,8 +142,8 @@ SKV_AVX2 inline float hmax(__m256 v) {
 namespace {
 template <bool C, bool M>
 SKV_AVX2 bool row_errors_t(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8,
-                           const double* ws4, double& e8, double& e4, float& dev) noexcept {
-  e8 = e4 = 0;
+                           const double* ws4, double& e8, double& e4, double& e2, float& dev) noexcept {
+  e8 = e4 = e2 = 0;
   float am8 = 0;
   const __m256 sign = _mm256_set1_ps(-0.0f), zero = _mm256_setzero_ps();
   __m256 d2 = zero, bad = zero;  // bad: y * 0 summed, NaN exactly when some y is NaN or infinite
@@ -160,7 +160,7 @@ SKV_AVX2 bool row_errors_t(const float* x, const float* c, const float* m, int n
       d2 = _mm256_add_ps(d2, _mm256_mul_ps(z, z));
     }
     // min / max are exact whatever the order, so the shuffle reductions equal the scalar ones.
-    lanes::add_group_errors(hmin(lo), hmax(hi), hmax(am), k, g8 / g4, ws8, ws4, am8, e8, e4);
+    lanes::add_group_errors(hmin(lo), hmax(hi), hmax(am), k, g8 / g4, ws8, ws4, am8, e8, e4, e2);
   }
   if (_mm256_movemask_ps(_mm256_cmp_ps(bad, bad, _CMP_UNORD_Q))) return false;
   dev = lane_sum(d2);
@@ -169,11 +169,11 @@ SKV_AVX2 bool row_errors_t(const float* x, const float* c, const float* m, int n
 }  // namespace
 
 SKV_AVX2 bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8,
-                         const double* ws4, double& e8, double& e4, float& dev) noexcept {
-  if (c) return m ? row_errors_t<true, true>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev)
-                  : row_errors_t<true, false>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev);
-  return m ? row_errors_t<false, true>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev)
-           : row_errors_t<false, false>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, dev);
+                         const double* ws4, double& e8, double& e4, double& e2, float& dev) noexcept {
+  if (c) return m ? row_errors_t<true, true>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev)
+                  : row_errors_t<true, false>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev);
+  return m ? row_errors_t<false, true>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev)
+           : row_errors_t<false, false>(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev);
 }
 
 SKV_AVX2 bool finite_sum_squares(const float* x, int n, float& ss) noexcept {

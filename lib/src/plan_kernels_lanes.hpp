@@ -42,14 +42,16 @@ inline void add_weights(const float* p, int n, float w, float* share, float* qua
   }
 }
 
-// One INT4 group (index k) with min mn, max mx and max |x| a: its error, and the INT8 group's
+// One INT4 group (index k) with min mn, max mx and max |x| a: its error and its INT2 error, and the INT8 group's
 // once its last INT4 group (per8 of them make one) is in. ws8 / ws4: each group's summed channel
 // weight / 12 (a uniform error of step^2 / 12 per element). The scales' f16 rounding (under 0.05%
 // of a step in the normal range) is left out.
 inline void add_group_errors(float mn, float mx, float a, int k, int per8, const double* ws8, const double* ws4,
-                             float& am8, double& e8, double& e4) {
+                             float& am8, double& e8, double& e4, double& e2) {
   const float step4 = std::min((mx - mn) * (1.0f / 15.0f), 65504.0f);
+  const float step2 = std::min((mx - mn) * (1.0f / 3.0f), 65504.0f);  // INT2: the same groups, 4 levels
   e4 += ws4[k] * double(step4 * step4);
+  e2 += ws4[k] * double(step2 * step2);
   am8 = std::max(am8, a);
   if ((k + 1) % per8 == 0) {
     const float step8 = std::min(am8 * (1.0f / 127.0f), 65504.0f);
@@ -68,7 +70,7 @@ void add_weights(const float* p, int n, float w, float* share, float* quant, flo
 bool all_finite(const float* x, int n) noexcept;
 float sum_squares(const float* x, int n) noexcept;
 bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
-                double& e8, double& e4, float& dev) noexcept;
+                double& e8, double& e4, double& e2, float& dev) noexcept;
 bool finite_sum_squares(const float* x, int n, float& ss) noexcept;
 void add_row(float* acc, const float* x, int n) noexcept;
 }  // namespace avx2

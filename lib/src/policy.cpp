@@ -156,6 +156,8 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     r.key_transform_reason = buf;
   }
 
+  // INT2 is declared in the container before any token takes it (its streams are in every layer).
+  q.int2 = spectrum && r.int4_allowed && o.budget > 0 && o.int2.value_or(o.budget < kInt2Below);
   const SizeModel model = size_model(c, q, r.policy, o.budget);
   const uint64_t B = o.budget > 0 ? budget_bytes(o.budget, s) : std::numeric_limits<uint64_t>::max();
   r.budget_bytes = o.budget > 0 ? B : 0;
@@ -228,6 +230,7 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
     t0 = Clock::now();
     AllocOptions ao;
     ao.int4 = r.int4_allowed;
+    ao.int2 = q.int2;
     ao.drop = o.allow_drop;
     ao.kv_split = o.kv_split;
     // The drop guard, loosened (doubled) only as far as the budget needs.

@@ -48,7 +48,8 @@ Plan allocate_greedy(const Scores& scores, int layers, const std::vector<uint8_t
 // heads. Units are those of a squared attention-output error, so K, V and DROP compare directly.
 struct Distortion {
   int layers = 0, tokens = 0;
-  std::vector<std::array<float, 3>> k, v;  // [layers * tokens][FP16, INT8, INT4]
+  // [layers * tokens][tier code]: FP16, INT8, INT4, (DROP: unused, see drop), INT2
+  std::vector<std::array<float, kNumTiers>> k, v;
   std::vector<float> drop;                 // [layers * tokens]: dropping K and V together
   // [layers * tokens]: 0 free, 1 must stay FP16 (non-finite values), 2 must drop (masked out)
   std::vector<uint8_t> forced;
@@ -59,6 +60,7 @@ struct Distortion {
 
 struct AllocOptions {
   bool int8 = true, int4 = true;  // allowed quantized tiers (FP16 always is)
+  bool int2 = false;              // INT2 too (the plan's QuantSettings::int2 must then be on)
   bool drop = true;               // may drop entries when that costs less distortion per byte
   bool kv_split = true;           // K and V of an entry may take different tiers (DROP is joint)
   // Drop guard: entries whose Distortion::drop_mass exceeds this never drop (>= 1: no guard).

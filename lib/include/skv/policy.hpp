@@ -33,6 +33,10 @@ std::optional<PolicyKind> policy_from_name(std::string_view name) noexcept;
 inline constexpr int kPlanQueries = 16;
 // Default PolicyOptions::max_drop_mass.
 inline constexpr double kMaxDropMass = 0.1;
+// PolicyOptions::int2 unset: distortion-aware policies take the INT2 tier below this budget, where
+// INT4 everywhere (about 0.31 of the FP16 bytes with groups of 32) leaves no room to keep the
+// important tokens finer without dropping others.
+inline constexpr double kInt2Below = 0.4;
 
 struct PolicyOptions {
   PolicyKind policy = PolicyKind::spectrum;
@@ -52,6 +56,9 @@ struct PolicyOptions {
   // window query's attention. When the budget cannot be met so, the guard is doubled until it
   // can (PolicyReport::drop_mass says what was used). >= 1: no guard.
   double max_drop_mass = kMaxDropMass;
+  // Distortion-aware policies with INT4 allowed: may use the INT2 tier (a format 1.1 file).
+  // nullopt = when the budget is below kInt2Below.
+  std::optional<bool> int2;
   // Key transform for quantized keys; nullopt = choose automatically from the measured
   // (query-weighted) key error on a sample of unpinned tokens, going none -> centre ->
   // prerope_centre while each step cuts the error by at least a quarter (each costs codec time);

@@ -29,8 +29,8 @@ std::string budget_str(double b) {
 
 uint64_t plan_bytes(const SizeModel& m, const Plan& p) {
   uint64_t n[kNumTiers] = {};
-  for (Tier t : p.k_tiers) ++n[size_t(t) & 3];
-  for (Tier t : p.v_tiers) ++n[size_t(t) & 3];
+  for (Tier t : p.k_tiers) ++n[size_t(t)];
+  for (Tier t : p.v_tiers) ++n[size_t(t)];
   uint64_t b = m.fixed_bytes;
   for (int i = 0; i < kNumTiers; ++i) b += n[i] * m.token_bytes[size_t(i)];
   return b;

@@ -2,6 +2,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <numeric>
 
 #include "container_format.hpp"
 #include "skv/error.hpp"
@@ -20,7 +21,7 @@ const char* transform_name(KeyTransform t) {
   }
 }
 
-RowBytes row_bytes(int d, int g8, int g4) {
+RowBytes row_bytes(int d, int g8, int g4, int g2) {
   RowBytes r;
   const uint64_t D = uint64_t(d);
   r.values[0] = 2 * D;
@@ -28,10 +29,14 @@ RowBytes row_bytes(int d, int g8, int g4) {
   r.values[2] = D / 2;
   r.params[1] = 2 * (D / uint64_t(g8));
   r.params[2] = 4 * (D / uint64_t(g4));
+  if (g2 > 0) {
+    r.values[4] = D / 4;
+    r.params[4] = 4 * (D / uint64_t(g2));
+  }
   return r;
 }
 
-void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, const std::string& ctx) {
+void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, int& g2, const std::string& ctx) {
   g8 = q.int8_group == 0 ? d : q.int8_group;
   g4 = q.int4_group == 0 ? d : q.int4_group;
   if (g8 <= 0 || d % g8 != 0)
@@ -40,6 +45,13 @@ void resolve_groups(int d, const QuantSettings& q, int& g8, int& g4, const std::
   if (g4 <= 0 || d % g4 != 0 || g4 % 2 != 0)
     fail(Errc::invalid_argument, ctx,
          "INT4 group size " + std::to_string(g4) + " must be even and divide head_dim " +
+             std::to_string(d));
+  g2 = 0;
+  if (!q.int2) return;
+  g2 = q.int2_group == QuantSettings::kAutoGroup ? std::gcd(32, d) : q.int2_group == 0 ? d : q.int2_group;
+  if (g2 <= 0 || d % g2 != 0 || g2 % 4 != 0)
+    fail(Errc::invalid_argument, ctx,
+         "INT2 group size " + std::to_string(g2) + " must be a multiple of 4 and divide head_dim " +
              std::to_string(d));
 }
 
@@ -95,8 +107,8 @@ json rope_json(const KvCache& c) {
 
 std::string build_manifest(const KvCache& c, const QuantSettings& quant, const std::string& policy,
                            double requested_budget, const std::string& producer, bool has_drops) {
-  int g8, g4;
-  resolve_groups(c.shape.head_dim, quant, g8, g4, c.source);
+  int g8, g4, g2;
+  resolve_groups(c.shape.head_dim, quant, g8, g4, g2, c.source);
   json j;
   j["format"] = "skv";
   j["producer"] = producer;
@@ -134,6 +146,14 @@ std::string build_manifest(const KvCache& c, const QuantSettings& quant, const s
                 {"key_transform", transform_name(quant.key_transform)},
                 {"centre_dtype", "F32"},
                 {"zstd_level", quant.zstd_level}};
+  // Format 1.1: present exactly when the file may hold INT2 tokens (so nothing changes in 1.0).
+  if (quant.int2)
+    j["quant"]["int2"] = {{"bits", 2},
+                          {"group", g2},
+                          {"symmetric", false},
+                          {"scale_dtype", "F16"},
+                          {"zero_dtype", "F16"},
+                          {"zero", "min"}};
   return j.dump();
 }
 
@@ -300,9 +320,19 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
     QuantSettings& qs = info.quant;
     qs.int8_group = positive(q8, "group", ctx, s.head_dim);
     qs.int4_group = positive(q4, "group", ctx, s.head_dim);
-    int g8, g4;
+    qs.int2 = q.contains("int2");
+    if (qs.int2) {
+      const json& q2 = field(q, "int2", ctx);
+      expect(q2, "bits", 2, ctx);
+      expect(q2, "symmetric", false, ctx);
+      expect(q2, "scale_dtype", "F16", ctx);
+      expect(q2, "zero_dtype", "F16", ctx);
+      expect(q2, "zero", "min", ctx);
+      qs.int2_group = positive(q2, "group", ctx, s.head_dim);
+    }
+    int g8, g4, g2;
     try {
-      resolve_groups(s.head_dim, qs, g8, g4, ctx);
+      resolve_groups(s.head_dim, qs, g8, g4, g2, ctx);
     } catch (const Error& e) {
       bad(ctx, e.what());
     }

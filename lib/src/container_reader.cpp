@@ -19,7 +19,7 @@
 namespace skv {
 
 using namespace fmt;
-static_assert(kStreams == kStreamsPerLayer);
+static_assert(kMaxStreams == kStreamsPerLayer);
 
 namespace {
 struct SectionHeader {
@@ -46,18 +46,21 @@ struct ContainerReader::Impl {
   uint64_t pos = 0;
   int next = 0;
   bool done = false;
-  int H = 0, T = 0, D = 0, g8 = 0, g4 = 0;
+  int H = 0, T = 0, D = 0, g8 = 0, g4 = 0, g2 = 0;
   RowBytes rb;
   bool centred = false;
   std::unique_ptr<detail::RopeTables> ropes;  // prerope_centre: one table per distinct layer RoPE
+  bool int2 = false;            // the manifest declares quant.int2 (format 1.1)
+  int ns = kStreams;            // streams per layer
+  uint64_t dir_bytes = kDirSize;
   uint64_t max_layer_payload = 0;
   std::vector<uint8_t> payload_buf;
   const uint8_t* payload = nullptr;  // the current section's payload: payload_buf or span_in
   SpanSource* span_in = nullptr;     // in-memory input: payloads are used where they lie
   // In-memory input: the next layer's payload hash, computed while this layer decodes.
   struct Prehash { const uint8_t* p = nullptr; uint64_t len = 0, hash = 0; } prehash;
-  std::vector<uint8_t> unpacked[kStreams];
-  const uint8_t* stream[kStreams] = {};
+  std::vector<uint8_t> unpacked[kMaxStreams];
+  const uint8_t* stream[kMaxStreams] = {};
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
   TierCounts seen;
@@ -208,6 +211,7 @@ struct ContainerReader::Impl {
     for (int i = 20; i < 56; ++i)
       if (h[i]) bad(Errc::format, "file header: reserved bytes are not zero");
     info.format_version = major;
+    info.format_minor = get_u16(h + 10);
     bb.header += kHeaderSize;
 
     mani_off = pos;
@@ -222,21 +226,34 @@ struct ContainerReader::Impl {
     D = info.shape.head_dim;
     g8 = info.quant.int8_group;
     g4 = info.quant.int4_group;
-    rb = row_bytes(D, g8, g4);
+    int2 = info.quant.int2;
+    g2 = int2 ? info.quant.int2_group : 0;
+    if (int2 && info.format_minor < kMinorInt2)
+      bad(Errc::format, "manifest declares INT2 (quant.int2), which needs format 1.1, but the header says 1." +
+                            std::to_string(info.format_minor));
+    ns = stream_count(int2);
+    dir_bytes = dir_size(int2);
+    rb = row_bytes(D, g8, g4, g2);
     centred = info.quant.key_transform != KeyTransform::none;
     if (info.quant.key_transform == KeyTransform::prerope_centre) {
       ropes = std::make_unique<detail::RopeTables>(info.rope, info.shape.layers, D, T);
     }
     const uint64_t HT = uint64_t(H) * uint64_t(T);
-    max_layer_payload = kDirSize + kStreams * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
-                        2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2]);
+    max_layer_payload = dir_bytes + uint64_t(ns) * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
+                        2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2] +
+                                  rb.values[4] + rb.params[4]);
   }
 
   uint64_t expected_raw(int s) const {
     if (s == kKMap || s == kVMap) return uint64_t(T);
     if (s == kKCentre) return centred ? 4 * uint64_t(H) * uint64_t(D) : 0;
-    const int kv = s >= kVBase ? 1 : 0;
     const uint64_t h = uint64_t(H);
+    if (s >= kKQ2) {
+      if (s >= ns) return 0;
+      const int kv = s >= kVQ2 ? 1 : 0;
+      return h * n[kv][4] * (s == kKQ2 || s == kVQ2 ? rb.values[4] : rb.params[4]);
+    }
+    const int kv = s >= kVBase ? 1 : 0;
     switch (s - (kv ? kVBase : kKBase)) {
       case kF16: return h * n[kv][0] * rb.values[0];
       case kQ8: return h * n[kv][1] * rb.values[1];
@@ -262,14 +279,14 @@ struct ContainerReader::Impl {
   }
 
   void parse_layer(int l, uint64_t size) {
-    if (size < kDirSize) bad(Errc::format, "layer " + std::to_string(l) + ": section too small");
+    if (size < dir_bytes) bad(Errc::format, "layer " + std::to_string(l) + ": section too small");
     const uint8_t* dir = payload;
-    for (size_t i = kStreams * kDirEntry; i < kDirSize; ++i)
+    for (size_t i = size_t(ns) * kDirEntry; i < dir_bytes; ++i)
       if (dir[i]) bad(Errc::format, "layer " + std::to_string(l) + ": directory padding is not zero");
-    uint64_t off[kStreams], stored[kStreams], raw[kStreams];
-    uint32_t codec[kStreams];
-    uint64_t end = kDirSize;
-    for (int s = 0; s < kStreams; ++s) {
+    uint64_t off[kMaxStreams], stored[kMaxStreams], raw[kMaxStreams];
+    uint32_t codec[kMaxStreams];
+    uint64_t end = dir_bytes;
+    for (int s = 0; s < ns; ++s) {
       const uint8_t* e = dir + s * kDirEntry;
       codec[s] = get_u32(e);
       stored[s] = get_u64(e + 8);
@@ -295,6 +312,9 @@ struct ContainerReader::Impl {
       rank[kv].resize(size_t(T));
       for (int t = 0; t < T; ++t) {
         const uint8_t code = stream[s][t];
+        if (code == uint8_t(Tier::INT2) && !int2)
+          bad(Errc::unsupported, "layer " + std::to_string(l) + (kv ? " V" : " K") + " token " + std::to_string(t) +
+                                     ": tier code 4 (INT2) in a file whose manifest does not declare quant.int2");
         if (code >= kNumTiers)
           bad(code < 16 ? Errc::unsupported : Errc::format,
               "layer " + std::to_string(l) + (kv ? " V" : " K") + " token " + std::to_string(t) +
@@ -302,18 +322,15 @@ struct ContainerReader::Impl {
         rank[kv][size_t(t)] = uint32_t(n[kv][code]++);
       }
     }
-    for (int s = kKCentre; s < kStreams; ++s) unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
+    for (int s = kKCentre; s < ns; ++s) unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kNumTiers; ++t) (kv ? seen.v : seen.k)[size_t(t)] += n[kv][t];
-    for (int s = 0; s < kStreams; ++s) {
+    for (int s = 0; s < ns; ++s) {
       if (s <= kVMap) bb.tier_maps += stored[s];
       else if (s == kKCentre) bb.centres += stored[s];
-      else {
-        const int ts = (s - kKBase) % kTierStreams;
-        (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += stored[s];
-      }
+      else (is_param_stream(s) ? bb.scales : bb.payload) += stored[s];
     }
-    bb.header += kDirSize;
+    bb.header += dir_bytes;
   }
 
   void store_row(const float* y, DType dt, std::byte* dst, const detail::RowKernels& K) const {
@@ -350,6 +367,9 @@ struct ContainerReader::Impl {
     const auto* s8 = reinterpret_cast<const uint16_t*>(stream[base + kS8]) + hh * n[kv][1] * uint64_t(D / g8);
     const uint8_t* q4 = stream[base + kQ4] + hh * n[kv][2] * uint64_t(D / 2);
     const auto* p4 = reinterpret_cast<const uint16_t*>(stream[base + kP4]) + hh * n[kv][2] * uint64_t(2 * (D / g4));
+    const uint8_t* q2 = int2 ? stream[kv ? kVQ2 : kKQ2] + hh * n[kv][4] * uint64_t(D / 4) : nullptr;
+    const auto* p2 = int2 ? reinterpret_cast<const uint16_t*>(stream[kv ? kVP2 : kKP2]) + hh * n[kv][4] * uint64_t(2 * (D / g2))
+                          : nullptr;
     const uint32_t* rk = rank[kv].data();
     std::vector<float> y(static_cast<size_t>(D)), cs(static_cast<size_t>(D / 2 + 1)), sn(static_cast<size_t>(D / 2 + 1));
     // Keys with RoPE: dequantize, re-apply RoPE and store in one kernel call per row, with the
@@ -416,6 +436,20 @@ struct ContainerReader::Impl {
           K.dq4(q, D, g4, pr, centre, y.data());
           break;
         }
+        case Tier::INT2: {
+          const uint8_t* q = q2 + r * uint64_t(D / 4);
+          const uint16_t* pr = p2 + r * uint64_t(2 * (D / g2));
+          if (fused) {
+            K.dq2_h(q, D, g2, pr, centre, bf16, dst16);
+            continue;
+          }
+          if (rp) {
+            KK.dq2(q, D, g2, pr, centre, rope_at(t), rt, dst);
+            continue;
+          }
+          K.dq2(q, D, g2, pr, centre, y.data());
+          break;
+        }
       }
       store_row(y.data(), dt, dst, K);
     }
@@ -425,16 +459,21 @@ struct ContainerReader::Impl {
     SectionHeader s = next_known();
     trlr_off = pos - kHeaderSize;
     expect_tag(s, kTagTrlr, "the trailer (TRLR) after layer " + std::to_string(info.shape.layers - 1));
-    if (s.size != kTrailerSize) bad(Errc::format, "trailer: wrong size");
-    read_payload(s, kTrailerSize);
+    const size_t tsize = trailer_size(int2);
+    if (s.size != tsize) bad(Errc::format, "trailer: wrong size");
+    read_payload(s, tsize);
     const uint8_t* tr = payload;
     info.total_bytes = get_u64(tr);
     info.achieved_budget = get_f64(tr + 8);
     info.nominal_budget = get_f64(tr + 16);
     info.raw_bytes = get_u64(tr + 24);
-    for (int t = 0; t < kNumTiers; ++t) {
+    for (int t = 0; t < 4; ++t) {
       info.tiers.k[size_t(t)] = get_u64(tr + 32 + 8 * t);
       info.tiers.v[size_t(t)] = get_u64(tr + 64 + 8 * t);
+    }
+    if (int2) {
+      info.tiers.k[size_t(Tier::INT2)] = get_u64(tr + 96);
+      info.tiers.v[size_t(Tier::INT2)] = get_u64(tr + 104);
     }
     if (info.tiers.k != seen.k || info.tiers.v != seen.v)
       bad(Errc::format, "trailer: tier counts disagree with the tier maps");
@@ -460,7 +499,7 @@ struct ContainerReader::Impl {
     uint8_t extra;
     if (in.read(&extra, 1) != 0) bad(Errc::format, "bytes follow the footer");
     bb.total = pos;
-    bb.index = kTrailerSize + s.size + 24 + 8 * L;
+    bb.index = tsize + s.size + 24 + 8 * L;
     bb.padding = bb.total - bb.header - bb.manifest - bb.tier_maps - bb.payload - bb.scales -
                  bb.centres - bb.index;
     done = true;
@@ -498,7 +537,8 @@ struct ContainerReader::Impl {
     const int l = next - 1;
     out.index = l;
     layer_tiers(out.tiers);
-    for (int s = 0; s < kStreams; ++s) out.streams[size_t(s)] = {stream[s], size_t(expected_raw(s))};
+    for (int s = 0; s < kMaxStreams; ++s)
+      out.streams[size_t(s)] = s < ns ? std::span<const uint8_t>(stream[s], size_t(expected_raw(s))) : std::span<const uint8_t>();
     out.k_shape = k_shapes[size_t(l)];
     out.v_shape = v_shapes[size_t(l)];
     return true;

@@ -46,14 +46,17 @@ uint64_t write_section(CountingSink& out, uint32_t tag, uint64_t number, const P
 }  // namespace fmt
 
 using namespace fmt;
-static_assert(kStreams == kStreamsPerLayer);
+static_assert(kMaxStreams == kStreamsPerLayer);
 
 namespace {
 
 struct Geometry {
-  int L, H, T, D, g8, g4;
+  int L, H, T, D, g8, g4, g2;  // g2 = 0: no INT2 declared
   RowBytes rb;
   bool centred;
+  bool int2;        // the file declares INT2 (format 1.1)
+  int streams;      // streams per layer: 13, or 17 with INT2
+  uint64_t dir;     // directory bytes: 320, or 448 with INT2
 };
 
 // Bytes of stream `s` (raw) given the per-tier token counts of K (n[0]) and V (n[1]).
@@ -61,6 +64,10 @@ uint64_t stream_size(const Geometry& g, int s, const uint64_t (&n)[2][kNumTiers]
   const uint64_t H = uint64_t(g.H), D = uint64_t(g.D);
   if (s == kKMap || s == kVMap) return uint64_t(g.T);
   if (s == kKCentre) return g.centred ? 4 * H * D : 0;
+  if (s >= kKQ2) {
+    const int kv = s >= kVQ2 ? 1 : 0;
+    return H * n[kv][4] * (s == kKQ2 || s == kVQ2 ? g.rb.values[4] : g.rb.params[4]);
+  }
   const int kv = s >= kVBase ? 1 : 0;
   switch (s - (kv ? kVBase : kKBase)) {
     case kF16: return H * n[kv][0] * g.rb.values[0];
@@ -91,8 +98,12 @@ void validate(const KvCache& c, const Plan& plan, const std::string& ctx) {
       plan.v_tiers.size() != plan.k_tiers.size())
     fail(Errc::invalid_argument, ctx, "plan shape does not match the cache");
   for (const auto* tiers : {&plan.k_tiers, &plan.v_tiers})
-    for (Tier t : *tiers)
+    for (Tier t : *tiers) {
       if (uint8_t(t) >= kNumTiers) fail(Errc::invalid_argument, ctx, "plan holds an unknown tier code");
+      if (t == Tier::INT2 && !plan.quant.int2)
+        fail(Errc::invalid_argument, ctx,
+             "plan holds INT2 tokens but its quant settings do not enable INT2 (QuantSettings::int2)");
+    }
   if (plan.quant.key_transform == KeyTransform::prerope_centre && !c.meta.prerope_ok(s))
     fail(Errc::invalid_argument, ctx, "key transform prerope_centre: " + c.meta.prerope_unavailable(s));
   if (c.meta.position_offset < 0) fail(Errc::invalid_argument, ctx, "negative position_offset");
@@ -135,15 +146,15 @@ struct LayerJob {
   int l = -1;
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
-  uint64_t size[kStreams]{};  // raw bytes of each stream
-  uint64_t off[kStreams]{};   // offsets in the payload, uncompressed
-  uint64_t payload = 0;       // payload bytes before the final padding, uncompressed
-  uint8_t* dst[kStreams]{};   // where each stream is built (null: not built here)
+  uint64_t size[kMaxStreams]{};  // raw bytes of each stream (0 past the file's stream count)
+  uint64_t off[kMaxStreams]{};   // offsets in the payload, uncompressed
+  uint64_t payload = 0;          // payload bytes before the final padding, uncompressed
+  uint8_t* dst[kMaxStreams]{};   // where each stream is built (null: not built here)
   std::span<const std::byte> direct[2];   // see LayerEncoder::plan_layer()
   const LayerStreamViews* external = nullptr;  // streams given by EncodeOptions::layer_streams
   uint8_t* section = nullptr;  // claimed: header + padded payload in the sink's memory
   bool in_place = false;       // streams are built inside `section`
-  Scratch scratch[kStreams];
+  Scratch scratch[kMaxStreams];
 
   uint64_t section_bytes() const { return kHeaderSize + align64(payload); }
   bool is_direct(int s) const {
@@ -180,8 +191,8 @@ struct LayerEncoder {
         j.rank[kv][size_t(t)] = uint32_t(j.n[kv][size_t(tier)]++);
       }
     }
-    uint64_t end = kDirSize;
-    for (int s = 0; s < kStreams; ++s) {
+    uint64_t end = g.dir;
+    for (int s = 0; s < g.streams; ++s) {
       j.size[s] = stream_size(g, s, j.n);
       j.off[s] = align64(end);
       end = j.off[s] + j.size[s];
@@ -201,7 +212,7 @@ struct LayerEncoder {
     count(j, l);
     for (int kv = 0; kv < 2; ++kv) j.dst[kv ? kVMap : kKMap] = j.scratch[kv ? kVMap : kKMap].get(uint64_t(g.T));
     write_maps(j);
-    for (int s = 0; s < kStreams; ++s)
+    for (int s = 0; s < kMaxStreams; ++s)  // streams past the file's count must be empty
       if (views[size_t(s)].size() != j.size[s])
         fail(Errc::invalid_argument, c.source,
              "layer " + std::to_string(l) + " stream " + std::to_string(s) + ": the external encoder gave " +
@@ -229,7 +240,7 @@ struct LayerEncoder {
                          ? (kv ? L.v.bytes : L.k.bytes)
                          : std::span<const std::byte>();
     }
-    for (int s = 0; s < kStreams; ++s)
+    for (int s = 0; s < g.streams; ++s)
       j.dst[s] = j.is_direct(s) ? nullptr
                  : j.in_place   ? j.section + kHeaderSize + j.off[s]
                                 : j.scratch[s].get(j.size[s]);
@@ -239,16 +250,16 @@ struct LayerEncoder {
   // Uncompressed sections: directory, zero padding, hash and header around streams already in
   // place (claimed memory), or written out from the scratch buffers.
   void seal(LayerJob& j, ByteSink& sink) const {
-    uint8_t dir[kDirSize] = {};
-    for (int s = 0; s < kStreams; ++s) {
+    uint8_t dir[kDirSizeInt2] = {};
+    for (int s = 0; s < g.streams; ++s) {
       put_u64(dir + s * kDirEntry + 8, j.size[s]);
       put_u64(dir + s * kDirEntry + 16, j.size[s]);
     }
     if (j.in_place) {
       uint8_t* p = j.section + kHeaderSize;
-      std::memcpy(p, dir, kDirSize);
-      uint64_t end = kDirSize;
-      for (int s = 0; s < kStreams; ++s) {
+      std::memcpy(p, dir, size_t(g.dir));
+      uint64_t end = g.dir;
+      for (int s = 0; s < g.streams; ++s) {
         std::memset(p + end, 0, size_t(j.off[s] - end));
         end = j.off[s] + j.size[s];
       }
@@ -264,8 +275,8 @@ struct LayerEncoder {
       return;
     }
     Payload p;
-    p.add(dir, kDirSize);
-    for (int s = 0; s < kStreams; ++s) {
+    p.add(dir, g.dir);
+    for (int s = 0; s < g.streams; ++s) {
       p.pad();
       const std::span<const uint8_t> r = j.raw(s);
       p.add(r.data(), r.size());
@@ -316,8 +327,8 @@ struct LayerEncoder {
     if (transform) {
       float* cdst = reinterpret_cast<float*>(j.dst[kKCentre]) + size_t(h) * size_t(D);
       std::vector<double> acc(static_cast<size_t>(D), 0.0);
-      const double count = double(j.n[0][1] + j.n[0][2]);
-      auto quantized = [&](int t) { return map[t] == uint8_t(Tier::INT8) || map[t] == uint8_t(Tier::INT4); };
+      const double count = double(j.n[0][1] + j.n[0][2] + j.n[0][4]);
+      auto quantized = [&](int t) { return is_quantized(Tier(map[t])); };
       for (int t = 0; t < g.T;) {
         if (!quantized(t)) {
           ++t;
@@ -338,6 +349,8 @@ struct LayerEncoder {
     auto* s8 = reinterpret_cast<uint16_t*>(j.dst[base + kS8]);
     uint8_t* q4 = j.dst[base + kQ4];
     auto* p4 = reinterpret_cast<uint16_t*>(j.dst[base + kP4]);
+    uint8_t* q2 = g.int2 ? j.dst[kv ? kVQ2 : kKQ2] : nullptr;
+    auto* p2 = g.int2 ? reinterpret_cast<uint16_t*>(j.dst[kv ? kVP2 : kKP2]) : nullptr;
     const uint64_t H = uint64_t(h);
     const uint64_t(&n)[kNumTiers] = j.n[kv];
     // Source rows of this head: src0 and src_step above (rows of one head are T apart in THD).
@@ -371,6 +384,10 @@ struct LayerEncoder {
         if (tier == Tier::INT8) {
           const uint64_t row = H * n[1] + r;
           bad = K.q8_h_rows(src16, stride, rows, bf16, D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        } else if (tier == Tier::INT2) {
+          const uint64_t row = H * n[4] + r;
+          bad = K.q2_h_rows(src16, stride, rows, bf16, D, g.g2, q2 + row * uint64_t(D / 4),
+                            p2 + row * uint64_t(2 * (D / g.g2)));
         } else {
           const uint64_t row = H * n[2] + r;
           bad = K.q4_h_rows(src16, stride, rows, bf16, D, g.g4, q4 + row * uint64_t(D / 2),
@@ -390,6 +407,10 @@ struct LayerEncoder {
         if (tier == Tier::INT8) {
           const uint64_t row = H * n[1] + r;
           bad = KK.q8(src, rt, stride, rows, D, rr, centre, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+        } else if (tier == Tier::INT2) {
+          const uint64_t row = H * n[4] + r;
+          bad = KK.q2(src, rt, stride, rows, D, rr, centre, g.g2, q2 + row * uint64_t(D / 4),
+                      p2 + row * uint64_t(2 * (D / g.g2)));
         } else {
           const uint64_t row = H * n[2] + r;
           bad = KK.q4(src, rt, stride, rows, D, rr, centre, g.g4, q4 + row * uint64_t(D / 2),
@@ -404,6 +425,9 @@ struct LayerEncoder {
       if (tier == Tier::INT8) {
         const uint64_t row = H * n[1] + r;
         ok = K.q8(x.data(), D, g.g8, q8 + row * uint64_t(D), s8 + row * uint64_t(D / g.g8));
+      } else if (tier == Tier::INT2) {
+        const uint64_t row = H * n[4] + r;
+        ok = K.q2(x.data(), D, g.g2, q2 + row * uint64_t(D / 4), p2 + row * uint64_t(2 * (D / g.g2)));
       } else {
         const uint64_t row = H * n[2] + r;
         ok = K.q4(x.data(), D, g.g4, q4 + row * uint64_t(D / 2), p4 + row * uint64_t(2 * (D / g.g4)));
@@ -424,28 +448,28 @@ struct LayerEncoder {
 void account(ByteBreakdown& bb, int s, uint64_t stored) {
   if (s <= kVMap) bb.tier_maps += stored;
   else if (s == kKCentre) bb.centres += stored;
-  else {
-    const int ts = (s - kKBase) % kTierStreams;
-    (ts == kS8 || ts == kP4 ? bb.scales : bb.payload) += stored;
-  }
+  else (is_param_stream(s) ? bb.scales : bb.payload) += stored;
 }
 uint64_t manifest_section_bytes(const std::string& m) { return kHeaderSize + align64(m.size()); }
 
 uint64_t layer_fixed_bytes(const Geometry& g) {
-  return kHeaderSize + kDirSize + 2 * align64(uint64_t(g.T)) +
+  return kHeaderSize + g.dir + 2 * align64(uint64_t(g.T)) +
          (g.centred ? align64(4 * uint64_t(g.H) * uint64_t(g.D)) : 0);
 }
 
-uint64_t tail_bytes(int layers) {  // TRLR + INDX + FOOT sections
-  return kHeaderSize + align64(kTrailerSize) + kHeaderSize + align64(24 + 8 * uint64_t(layers)) +
+uint64_t tail_bytes(int layers, bool int2) {  // TRLR + INDX + FOOT sections
+  return kHeaderSize + align64(trailer_size(int2)) + kHeaderSize + align64(24 + 8 * uint64_t(layers)) +
          kHeaderSize + align64(kFootSize);
 }
 
 Geometry geometry(const KvCache& c, const QuantSettings& q) {
-  Geometry g{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, {}, false};
-  resolve_groups(g.D, q, g.g8, g.g4, c.source);
-  g.rb = row_bytes(g.D, g.g8, g.g4);
+  Geometry g{c.shape.layers, c.shape.kv_heads, c.shape.tokens, c.shape.head_dim, 0, 0, 0, {}, false, false, 0, 0};
+  resolve_groups(g.D, q, g.g8, g.g4, g.g2, c.source);
+  g.rb = row_bytes(g.D, g.g8, g.g4, g.g2);
   g.centred = q.key_transform != KeyTransform::none;
+  g.int2 = q.int2;
+  g.streams = stream_count(g.int2);
+  g.dir = dir_size(g.int2);
   return g;
 }
 
@@ -453,8 +477,9 @@ Geometry geometry(const KvCache& c, const QuantSettings& q) {
 
 uint64_t SizeModel::bound(const Plan& plan) const {
   uint64_t s = fixed_bytes;
-  for (Tier t : plan.k_tiers) s += token_bytes[size_t(t) & 3];
-  for (Tier t : plan.v_tiers) s += token_bytes[size_t(t) & 3];
+  auto cost = [&](Tier t) { return size_t(t) < token_bytes.size() ? token_bytes[size_t(t)] : 0; };
+  for (Tier t : plan.k_tiers) s += cost(t);
+  for (Tier t : plan.v_tiers) s += cost(t);
   return s;
 }
 
@@ -464,13 +489,14 @@ SizeModel size_model(const KvCache& cache, const QuantSettings& quant, const std
   SizeModel m;
   const std::string manifest = build_manifest(cache, quant, policy, requested_budget,
                                               producer.empty() ? default_producer() : producer, false);
-  const uint64_t worst_pad = 63 * 2 * kTierStreams;
+  // Every tier stream (5 per K/V, 7 with INT2) may need up to 63 bytes of padding.
+  const uint64_t worst_pad = 63 * 2 * uint64_t(kTierStreams + (g.int2 ? 2 : 0));
   m.fixed_bytes = kHeaderSize + manifest_section_bytes(manifest) +
-                  uint64_t(g.L) * (layer_fixed_bytes(g) + worst_pad) + tail_bytes(g.L);
+                  uint64_t(g.L) * (layer_fixed_bytes(g) + worst_pad) + tail_bytes(g.L, g.int2);
   m.max_padding_slack = uint64_t(g.L) * worst_pad;
   for (int t = 0; t < kNumTiers; ++t)
     m.token_bytes[size_t(t)] = uint64_t(g.H) * (g.rb.values[t] + g.rb.params[t]);
-  m.token_bytes[3] = 0;
+  m.token_bytes[size_t(Tier::DROP)] = 0;
   return m;
 }
 
@@ -495,7 +521,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   uint8_t fh[kHeaderSize] = {};
   std::memcpy(fh, kMagic.data(), 8);
   put_u16(fh + 8, kMajor);
-  put_u16(fh + 10, std::max(kMinor, rope_minor(cache)));
+  put_u16(fh + 10, std::max({kMinor, rope_minor(cache), g.int2 ? kMinorInt2 : kMinor}));
   put_u32(fh + 16, uint32_t(kAlign));
   fill_header_hash(fh);
   out.write(fh, kHeaderSize);
@@ -511,7 +537,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   const LayerEncoder enc{cache, plan, g, ropes.get()};
   LayerJob jobs[2];
   LayerStreamViews external;
-  std::vector<uint8_t> packed[kStreams];
+  std::vector<uint8_t> packed[kMaxStreams];
   std::vector<uint64_t> layer_offsets;
   TierCounts counts;
   uint64_t raw_delta = 0;  // raw size minus stored size, over all layers
@@ -519,7 +545,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   auto tally = [&](const LayerJob& j) {
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kNumTiers; ++t) (kv ? counts.v : counts.k)[size_t(t)] += j.n[kv][t];
-    bb.header += kDirSize;
+    bb.header += g.dir;
   };
   auto heads = [&](LayerJob& j, int task) { enc.encode_head(j, task / g.H, task % g.H); };
   if (!opts.layer_streams && level == 0) {
@@ -534,7 +560,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
       claims = claimed != nullptr;
       out.pos += j.section_bytes();
       enc.plan_layer(j, l, claimed);
-      for (int s = 0; s < kStreams; ++s) account(bb, s, j.size[s]);
+      for (int s = 0; s < g.streams; ++s) account(bb, s, j.size[s]);
       tally(j);
     };
     start(jobs[0], 0);
@@ -576,9 +602,9 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
     }
     tally(j);
     // Entropy stage: per stream, kept only when smaller.
-    bool compressed[kStreams] = {};
+    bool compressed[kMaxStreams] = {};
     if (level > 0) {
-      parallel_for(kStreams, opts.threads, [&](int s) {
+      parallel_for(g.streams, opts.threads, [&](int s) {
         const std::span<const uint8_t> raw = j.raw(s);
         if (raw.empty()) return;
         packed[s].resize(ZSTD_compressBound(raw.size()));
@@ -588,11 +614,11 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
         compressed[s] = z < raw.size();
       });
     }
-    uint8_t dir[kDirSize] = {};
+    uint8_t dir[kDirSizeInt2] = {};
     Payload p;
-    p.add(dir, kDirSize);
-    uint64_t raw_payload = kDirSize;
-    for (int s = 0; s < kStreams; ++s) {
+    p.add(dir, g.dir);
+    uint64_t raw_payload = g.dir;
+    for (int s = 0; s < g.streams; ++s) {
       const std::span<const uint8_t> raw = j.raw(s);
       const std::span<const uint8_t> data = compressed[s] ? std::span<const uint8_t>(packed[s]) : raw;
       put_u32(dir + s * kDirEntry, compressed[s] ? 1 : 0);
@@ -611,20 +637,24 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
 
   // Trailer: the final numbers.
   const uint64_t trlr_off = out.pos;
-  const uint64_t total = trlr_off + tail_bytes(g.L);
-  uint8_t tr[kTrailerSize] = {};
+  const uint64_t total = trlr_off + tail_bytes(g.L, g.int2);
+  uint8_t tr[kTrailerSizeInt2] = {};
   put_u64(tr, total);
   const double achieved = double(total) / double(cache.shape.fp16_bytes());
   put_f64(tr + 8, achieved);
   put_f64(tr + 16, plan.nominal_budget());
   put_u64(tr + 24, total + raw_delta);
-  for (int t = 0; t < kNumTiers; ++t) {
+  for (int t = 0; t < 4; ++t) {  // codes 0..3 (format 1.0)
     put_u64(tr + 32 + 8 * t, counts.k[size_t(t)]);
     put_u64(tr + 64 + 8 * t, counts.v[size_t(t)]);
   }
+  if (g.int2) {  // format 1.1: the INT2 counts follow
+    put_u64(tr + 96, counts.k[size_t(Tier::INT2)]);
+    put_u64(tr + 104, counts.v[size_t(Tier::INT2)]);
+  }
   {
     Payload p;
-    p.add(tr, kTrailerSize);
+    p.add(tr, trailer_size(g.int2));
     write_section(out, kTagTrlr, 0, p);
   }
   const uint64_t indx_off = out.pos;
@@ -650,11 +680,12 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
 
   bb.total = total;
   bb.header += kHeaderSize * (2 + uint64_t(g.L) + 3);
-  bb.index = kTrailerSize + idx.size() + kFootSize;
+  bb.index = trailer_size(g.int2) + idx.size() + kFootSize;
   bb.padding = total - bb.header - bb.manifest - bb.tier_maps - bb.payload - bb.scales - bb.centres - bb.index;
 
   ContainerInfo& info = res.info;
   info.format_version = kMajor;
+  info.format_minor = g.int2 ? kMinorInt2 : kMinor;
   info.shape = cache.shape;
   info.layout = cache.layout;
   info.metadata = cache.metadata;
@@ -668,6 +699,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
   info.quant = plan.quant;
   info.quant.int8_group = g.g8;
   info.quant.int4_group = g.g4;
+  if (g.int2) info.quant.int2_group = g.g2;
   info.policy = plan.policy;
   info.producer = producer;
   info.requested_budget = plan.requested_budget;

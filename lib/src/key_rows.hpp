@@ -28,7 +28,7 @@ struct KeyRowKernels {
   // undone.
   void (*accumulate)(const void* x, RowType t, size_t stride, int rows, int d, const RowRope& r,
                      double count, double* acc);
-  // x' - centre (centre may be null) quantized as RowKernels::q8 / q4 do, outputs row after row.
+  // x' - centre (centre may be null) quantized as RowKernels::q8 / q4 (/ q2) do, outputs row after row.
   // Returns -1, or the first row they refuse (the outputs are then unspecified).
   int (*q8)(const void* x, RowType t, size_t stride, int rows, int d, const RowRope& r,
             const float* centre, int g, int8_t* q, uint16_t* scales);
@@ -38,6 +38,11 @@ struct KeyRowKernels {
   void (*dq8)(const int8_t* q, int d, int g, const uint16_t* scales, const float* centre,
               const RowRope& r, RowType t, void* y);
   void (*dq4)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+              const RowRope& r, RowType t, void* y);
+  // INT2, as q4 / dq4 (RowKernels::q2 / dq2).
+  int (*q2)(const void* x, RowType t, size_t stride, int rows, int d, const RowRope& r,
+            const float* centre, int g, uint8_t* packed, uint16_t* params);
+  void (*dq2)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
               const RowRope& r, RowType t, void* y);
 };
 

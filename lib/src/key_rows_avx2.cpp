@@ -277,10 +277,27 @@ SKV_AVX2 void dq4(const uint8_t* packed, int d, int g, const uint16_t* params, c
   finish(f, d, r, t, y);
 }
 
+SKV_AVX2 int q2(const void* x, RowType t, size_t stride, int rows, int d, const RowRope& r, const float* centre,
+                int g, uint8_t* packed, uint16_t* params) {
+  const RowKernels& K = *row_kernels_avx2();
+  return transform_runs(x, t, stride, rows, d, r, centre, [&](const float* f, int r0, int n) {
+    return K.q2_rows(f, size_t(d), n, d, g, packed + size_t(r0) * size_t(d / 4),
+                     params + size_t(r0) * size_t(2 * (d / g)));
+  });
+}
+
+SKV_AVX2 void dq2(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+                  const RowRope& r, RowType t, void* y) {
+  RowBuffer b;
+  float* f = b.get(d);
+  row_kernels_avx2()->dq2(packed, d, g, params, centre, f);
+  finish(f, d, r, t, y);
+}
+
 }  // namespace
 
 const KeyRowKernels* key_row_kernels_avx2() noexcept {
-  static const KeyRowKernels k{"avx2", accumulate, q8, q4, dq8, dq4};
+  static const KeyRowKernels k{"avx2", accumulate, q8, q4, dq8, dq4, q2, dq2};
   return cpu_has_avx2_fma_f16c() ? &k : nullptr;
 }
 

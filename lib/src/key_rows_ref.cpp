@@ -106,10 +106,32 @@ void dq4(const uint8_t* packed, int d, int g, const uint16_t* params, const floa
   store(f, t, d, y);
 }
 
+int q2(const void* x, RowType t, size_t stride, int rows, int d, const RowRope& r, const float* centre, int g,
+       uint8_t* packed, uint16_t* params) {
+  RowBuffer b;
+  float* f = b.get(d);
+  for (int row = 0; row < rows; ++row) {
+    transform(row_at(x, t, stride, row), t, d, rope_at(r, row), centre, f);
+    if (!row_kernels_ref().q2(f, d, g, packed + size_t(row) * size_t(d / 4),
+                              params + size_t(row) * size_t(2 * (d / g))))
+      return row;
+  }
+  return -1;
+}
+
+void dq2(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+         const RowRope& r, RowType t, void* y) {
+  RowBuffer b;
+  float* f = b.get(d);
+  row_kernels_ref().dq2(packed, d, g, params, centre, f);
+  if (r.cs) rope_rotate(f, r.cs, r.sn, d / 2, r.gptj, false);
+  store(f, t, d, y);
+}
+
 }  // namespace
 
 const KeyRowKernels& key_row_kernels_ref() noexcept {
-  static const KeyRowKernels k{"scalar", accumulate, q8, q4, dq8, dq4};
+  static const KeyRowKernels k{"scalar", accumulate, q8, q4, dq8, dq4, q2, dq2};
   return k;
 }
 

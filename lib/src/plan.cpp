@@ -8,6 +8,7 @@ const char* tier_name(Tier t) noexcept {
     case Tier::INT8: return "int8";
     case Tier::INT4: return "int4";
     case Tier::DROP: return "drop";
+    case Tier::INT2: return "int2";
   }
   return "?";
 }
@@ -23,11 +24,13 @@ Plan Plan::uniform(int layers, int tokens, Tier t) {
 }
 
 double Plan::nominal_budget() const {
-  static constexpr double kCost[kNumTiers] = {1.0, 0.5, 0.25, 0.0};
+  static constexpr double kCost[kNumTiers] = {1.0, 0.5, 0.25, 0.0, 0.125};
+  // Unknown codes (which encode() refuses) count as nothing rather than reading out of bounds.
+  auto cost = [](Tier t) { return size_t(t) < size_t(kNumTiers) ? kCost[size_t(t)] : 0.0; };
   if (k_tiers.empty()) return 0;
   double s = 0;
-  for (Tier t : k_tiers) s += kCost[size_t(t) & 3];
-  for (Tier t : v_tiers) s += kCost[size_t(t) & 3];
+  for (Tier t : k_tiers) s += cost(t);
+  for (Tier t : v_tiers) s += cost(t);
   return s / double(k_tiers.size() + v_tiers.size());
 }
 

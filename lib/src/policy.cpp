@@ -252,8 +252,8 @@ Plan make_plan(const KvCache& c, const PolicyOptions& o, PolicyReport* report) {
   r.predicted_bytes = plan_bytes(model, plan);
   r.predicted_budget = double(r.predicted_bytes) / double(s.fp16_bytes());
   r.nominal_budget = plan.nominal_budget();
-  for (Tier t : plan.k_tiers) ++r.k_tiers[size_t(t) & 3];
-  for (Tier t : plan.v_tiers) ++r.v_tiers[size_t(t) & 3];
+  for (Tier t : plan.k_tiers) ++r.k_tiers[size_t(t)];
+  for (Tier t : plan.v_tiers) ++r.v_tiers[size_t(t)];
   if (o.budget > 0 && r.predicted_bytes > B)  // the allocators guarantee this; keep it checked
     fail(Errc::budget, c.source, "internal: plan of " + std::to_string(r.predicted_bytes) + " bytes exceeds the budget");
   if (report) *report = r;

@@ -84,6 +84,35 @@ void dq4_ref(const uint8_t* packed, size_t n, uint16_t scale, uint16_t minv, con
   }
 }
 
+bool q2_ref(const float* x, size_t n, uint8_t* packed, uint16_t* scale, uint16_t* minv) noexcept {
+  float mn, mx;
+  if (!minmax(x, n, mn, mx)) return false;
+  const uint16_t s16 = f32_to_f16(std::min((mx - mn) / 3.0f, kF16Max));
+  const uint16_t m16 = f32_to_f16(mn);
+  if ((m16 & 0x7fffu) == 0x7c00u) return false;  // minimum beyond FP16 range: not representable
+  const float s = f16_to_f32(s16), m = f16_to_f32(m16);
+  const float inv = s > 0 ? 1.0f / s : 0.0f;
+  for (size_t i = 0; i < n; i += 4) {
+    int b = 0;
+    for (size_t j = 0; j < 4; ++j)
+      if (i + j < n) b |= rne_clamped((x[i + j] - m) * inv, 0.0f, 3.0f) << (2 * j);
+    packed[i / 4] = uint8_t(b);
+  }
+  *scale = s16;
+  *minv = m16;
+  return true;
+}
+
+void dq2_ref(const uint8_t* packed, size_t n, uint16_t scale, uint16_t minv, const float* centre,
+             float* y) noexcept {
+  const float s = f16_to_f32(scale), m = f16_to_f32(minv);
+  for (size_t i = 0; i < n; ++i) {
+    const int q = (packed[i / 4] >> ((i & 3) * 2)) & 3;
+    const float v = std::fmaf(float(q), s, m);
+    y[i] = centre ? v + centre[i] : v;
+  }
+}
+
 float q8_error_bound(const float* x, size_t n) noexcept {
   float a = 0;
   if (!absmax(x, n, a)) return INFINITY;
@@ -98,6 +127,17 @@ float q4_error_bound(const float* x, size_t n) noexcept {
   float mn, mx;
   if (n == 0 || !minmax(x, n, mn, mx)) return n == 0 ? 0.0f : INFINITY;
   const float s = f16_to_f32(f32_to_f16(std::min((mx - mn) / 15.0f, kF16Max)));
+  const float m = f16_to_f32(f32_to_f16(mn));
+  const float range = mx - mn;
+  if (s == 0) return std::max(std::fabs(mx - m), std::fabs(mn - m)) + range;
+  return 0.5f * s + std::fabs(m - mn) + range * 0x1p-10f +
+         (std::fabs(m) + std::fabs(mx)) * 0x1p-22f;
+}
+
+float q2_error_bound(const float* x, size_t n) noexcept {
+  float mn, mx;
+  if (n == 0 || !minmax(x, n, mn, mx)) return n == 0 ? 0.0f : INFINITY;
+  const float s = f16_to_f32(f32_to_f16(std::min((mx - mn) / 3.0f, kF16Max)));
   const float m = f16_to_f32(f32_to_f16(mn));
   const float range = mx - mn;
   if (s == 0) return std::max(std::fabs(mx - m), std::fabs(mn - m)) + range;

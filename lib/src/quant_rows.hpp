@@ -37,6 +37,17 @@ struct RowKernels {
   // q8 / q4 over `rows` f32 rows, as q8_h_rows / q4_h_rows (the key transform's rows).
   int (*q8_rows)(const float* x, size_t stride, int rows, int d, int g, int8_t* q, uint16_t* scales);
   int (*q4_rows)(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params);
+  // INT2 (g a multiple of 4; d / 4 packed bytes per row, (scale, min) pairs as INT4): the same
+  // forms as the INT4 kernels above.
+  bool (*q2)(const float* x, int d, int g, uint8_t* packed, uint16_t* params);
+  void (*dq2)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+              float* y);
+  bool (*q2_h)(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params);
+  void (*dq2_h)(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+                bool bf16, uint16_t* y);
+  int (*q2_h_rows)(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+                   uint16_t* params);
+  int (*q2_rows)(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params);
 };
 
 const RowKernels& row_kernels_ref() noexcept;

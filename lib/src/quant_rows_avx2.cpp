@@ -731,6 +731,213 @@ SKV_AVX2 int q4_rows_f(const float* x, size_t stride, int rows, int d, int g, ui
   return -1;
 }
 
+
+// ---- INT2 (format 1.1): the INT4 kernels with 3 steps, four codes per byte.
+
+// 16 bytes of codes 0..3 (elements 0..15) -> 4 packed bytes (element 4i + j at bits 2j of byte
+// i), in the low 32 bits: pairs to nibbles (c0 + 4 c1), then nibble pairs to bytes (n0 + 16 n1).
+SKV_AVX2 inline int pack2_16(__m128i codes) {
+  const __m128i n = _mm_maddubs_epi16(codes, _mm_set1_epi16(0x0401));
+  const __m128i w = _mm_maddubs_epi16(_mm_packus_epi16(n, n), _mm_set1_epi16(0x1001));
+  return _mm_cvtsi128_si32(_mm_packus_epi16(w, w));
+}
+
+// Packs one INT2 group of f32 values: q = clamp(round((x - m) * inv), 0, 3), four per byte.
+SKV_AVX2 inline void pack_q2_group(const float* xg, int g, __m256 vm, __m256 inv, uint8_t* out) {
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(3.0f);
+  int k = 0;
+  for (; k + 16 <= g; k += 16) {
+    const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+    const __m256 v1 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k + 8), vm), inv), lo, hi);
+    const int b = pack2_16(pack16(v0, v1));
+    std::memcpy(out + k / 4, &b, 4);
+  }
+  if (k < g) {
+    const __m256 v0 = round_clamp(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(xg + k), vm), inv), lo, hi);
+    const int b = pack2_16(pack8(v0));
+    std::memcpy(out + k / 4, &b, 2);
+  }
+}
+
+SKV_AVX2 bool q2(const float* x, int d, int g, uint8_t* packed, uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q2(x, d, g, packed, params);
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    const float* xg = x + i;
+    __m256 vmn = _mm256_loadu_ps(xg), vmx = vmn;
+    __m256i m = _mm256_setzero_si256();
+    for (int k = 0; k < g; k += 8) {
+      const __m256 v = _mm256_loadu_ps(xg + k);
+      vmn = _mm256_min_ps(vmn, v);
+      vmx = _mm256_max_ps(vmx, v);
+      m = _mm256_max_epu32(m, _mm256_and_si256(_mm256_castps_si256(v), absmask));
+    }
+    if (hmax_u32(m) >= 0x7f800000u) return false;
+    const float mn = hmin(vmn) + 0.0f, mx = hmax(vmx) + 0.0f;
+    float t = (mx - mn) / 3.0f;
+    t = kF16Max < t ? kF16Max : t;
+    const uint16_t s16 = to_f16(t), m16 = to_f16(mn);
+    if ((m16 & 0x7fffu) == 0x7c00u) return false;
+    const float s = from_f16(s16);
+    const __m256 vm = _mm256_set1_ps(from_f16(m16));
+    const __m256 inv = _mm256_set1_ps(s > 0 ? 1.0f / s : 0.0f);
+    pack_q2_group(xg, g, vm, inv, packed + i / 4);
+    params[j] = s16;
+    params[j + 1] = m16;
+  }
+  return true;
+}
+
+// Eight INT2 elements k..k+7 of a row (k a multiple of 8: two whole bytes): every lane takes the
+// 16 bits and shifts its own code down, then y = fmaf(q, s, m) (+ centre).
+SKV_AVX2 inline __m256 dq2_8(const uint8_t* packed, int k, __m256 s, __m256 m, const float* centre) {
+  uint16_t b2;
+  std::memcpy(&b2, packed + k / 4, 2);
+  const __m256i q = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(int(b2)), _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14)),
+                                     _mm256_set1_epi32(3));
+  const __m256 v = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), s, m);
+  return centre ? _mm256_add_ps(v, _mm256_loadu_ps(centre + k)) : v;
+}
+
+SKV_AVX2 void dq2(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre, float* y) {
+  if (g % 8) return row_kernels_ref().dq2(packed, d, g, params, centre, y);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    const __m256 s = _mm256_set1_ps(from_f16(params[j]));
+    const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
+    for (int k = i; k < i + g; k += 8) _mm256_storeu_ps(y + k, dq2_8(packed, k, s, m, centre));
+  }
+}
+
+template <bool BF> SKV_AVX2 void dq2_h_t(const uint8_t* packed, int d, int g, const uint16_t* params,
+                                         const float* centre, uint16_t* y) {
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    const __m256 s = _mm256_set1_ps(from_f16(params[j]));
+    const __m256 m = _mm256_set1_ps(from_f16(params[j + 1]));
+    for (int k = i; k < i + g; k += 8) store8<BF>(y + k, dq2_8(packed, k, s, m, centre));
+  }
+}
+
+// INT2 over a run of 16-bit rows, as q4_h_rows_t (the same extremes, checks and parameters
+// with 3 steps). Returns -1, or the first row holding inf/NaN (or an unstorable minimum).
+template <bool BF>
+SKV_AVX2 int q2_h_rows_t(const uint16_t* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
+  const __m256 lo = _mm256_setzero_ps(), hi = _mm256_set1_ps(3.0f);
+  const __m128i lo8 = _mm_setzero_si128(), hi8 = _mm_set1_epi8(3);
+  constexpr int16_t kPosInf = int16_t(kInfBits<BF>), kNegInf = int16_t(uint16_t(kInfBits<BF> | 0x8000u) ^ 0x7fffu);
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalk walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
+    const int ng = std::min(8, total - f0);
+    const uint16_t* src[8];
+    __m128i vmn[8], vmx[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi < ng) group_keys(src[gi] = walk.next(), g, vmn[gi], vmx[gi]);
+      else vmn[gi] = vmx[gi] = _mm_setzero_si128();
+    }
+    const __m128i kmn = lanes_min(vmn), kmx = lanes_max(vmx);
+    const __m128i bad = _mm_or_si128(_mm_cmpgt_epi16(kmx, _mm_set1_epi16(int16_t(kPosInf - 1))),
+                                     _mm_cmpgt_epi16(_mm_set1_epi16(int16_t(kNegInf + 1)), kmn));
+    const int valid = (1 << (2 * ng)) - 1;
+    const __m256 zero = _mm256_setzero_ps();
+    const __m256 mn = _mm256_add_ps(halves_to_f32<BF>(order_key(kmn)), zero);
+    const __m256 mx = _mm256_add_ps(halves_to_f32<BF>(order_key(kmx)), zero);
+    const __m128i s16 = f16_scales(_mm256_sub_ps(mx, mn), 3.0f);
+    const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const int minf = _mm_movemask_epi8(_mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)),
+                                                       _mm_set1_epi16(0x7c00)));
+    if (const int mask = (_mm_movemask_epi8(bad) | minf) & valid) return (f0 + __builtin_ctz(unsigned(mask)) / 2) / per_row;
+    alignas(32) float invs[8], ms[8];
+    store_inverses(s16, invs);
+    _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
+    store_q4_params(s16, m16, ng, params + 2 * f0);
+    for (int gi = 0; gi < ng; ++gi) {
+      const uint16_t* xg = src[gi];
+      const __m256 vm = _mm256_set1_ps(ms[gi]);
+      const __m256 inv = _mm256_set1_ps(invs[gi]);
+      uint8_t* out = packed + size_t(f0 + gi) * size_t(g / 4);
+      int k = 0;
+      for (; k + 16 <= g; k += 16) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const __m256i v1 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k + 8), vm), inv), lo, hi);
+        const int b = pack2_16(pack16i(v0, v1, lo8, hi8));
+        std::memcpy(out + k / 4, &b, 4);
+      }
+      if (k < g) {
+        const __m256i v0 = quant8<BF>(_mm256_mul_ps(_mm256_sub_ps(load8<BF>(xg + k), vm), inv), lo, hi);
+        const int b = pack2_16(pack8i(v0, lo8, hi8));
+        std::memcpy(out + k / 4, &b, 2);
+      }
+    }
+  }
+  return -1;
+}
+
+SKV_AVX2 int q2_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+                       uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q2_h_rows(x, stride, rows, bf16, d, g, packed, params);
+  return bf16 ? q2_h_rows_t<true>(x, stride, rows, d, g, packed, params)
+              : q2_h_rows_t<false>(x, stride, rows, d, g, packed, params);
+}
+SKV_AVX2 bool q2_h(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params) {
+  return q2_h_rows(x, size_t(d), 1, bf16, d, g, packed, params) < 0;
+}
+SKV_AVX2 void dq2_h(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre,
+                    bool bf16, uint16_t* y) {
+  if (g % 8) return row_kernels_ref().dq2_h(packed, d, g, params, centre, bf16, y);
+  if (bf16) dq2_h_t<true>(packed, d, g, params, centre, y);
+  else dq2_h_t<false>(packed, d, g, params, centre, y);
+}
+
+// INT2 over a run of f32 rows, as q4_rows_f.
+SKV_AVX2 int q2_rows_f(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
+  if (g % 8) return row_kernels_ref().q2_rows(x, stride, rows, d, g, packed, params);
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  const __m256 zero = _mm256_setzero_ps();
+  const int per_row = d / g, total = rows * per_row;
+  GroupWalkF walk{x, stride, g, per_row};
+  for (int f0 = 0; f0 < total; f0 += 8) {
+    const int ng = std::min(8, total - f0);
+    const float* src[8];
+    __m256 vmn[8], vmx[8], m[8];
+    for (int gi = 0; gi < 8; ++gi) {
+      if (gi >= ng) {
+        vmn[gi] = vmx[gi] = m[gi] = zero;
+        continue;
+      }
+      const float* xg = src[gi] = walk.next();
+      __m256 mn = _mm256_loadu_ps(xg), mx = mn;
+      __m256i a = _mm256_and_si256(_mm256_castps_si256(mn), absmask);
+      for (int k = 8; k < g; k += 8) {
+        const __m256 v = _mm256_loadu_ps(xg + k);
+        mn = _mm256_min_ps(mn, v);
+        mx = _mm256_max_ps(mx, v);
+        a = _mm256_max_epu32(a, _mm256_and_si256(_mm256_castps_si256(v), absmask));
+      }
+      vmn[gi] = mn;
+      vmx[gi] = mx;
+      m[gi] = _mm256_castsi256_ps(a);
+    }
+    const __m256 a = lanes_reduce8(m, MaxU32{});
+    const __m256i bad = _mm256_cmpgt_epi32(_mm256_castps_si256(a), _mm256_set1_epi32(0x7f7fffff));
+    const __m256 mn = _mm256_add_ps(lanes_reduce8(vmn, MinF{}), zero);
+    const __m256 mx = _mm256_add_ps(lanes_reduce8(vmx, MaxF{}), zero);
+    const __m128i s16 = f16_scales(_mm256_sub_ps(mx, mn), 3.0f);
+    const __m128i m16 = _mm256_cvtps_ph(mn, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m128i minf16 = _mm_cmpeq_epi16(_mm_and_si128(m16, _mm_set1_epi16(0x7fff)), _mm_set1_epi16(0x7c00));
+    const int minf = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cvtepi16_epi32(minf16)));
+    if (const int mask = (_mm256_movemask_ps(_mm256_castsi256_ps(bad)) | minf) & ((1 << ng) - 1))
+      return (f0 + __builtin_ctz(unsigned(mask))) / per_row;
+    alignas(32) float invs[8], ms[8];
+    store_inverses(s16, invs);
+    _mm256_store_ps(ms, _mm256_cvtph_ps(m16));
+    store_q4_params(s16, m16, ng, params + 2 * f0);
+    for (int gi = 0; gi < ng; ++gi)
+      pack_q2_group(src[gi], g, _mm256_set1_ps(ms[gi]), _mm256_set1_ps(invs[gi]),
+                    packed + size_t(f0 + gi) * size_t(g / 4));
+  }
+  return -1;
+}
+
 }  // namespace
 
 const RowKernels* row_kernels_avx2() noexcept {
@@ -742,7 +949,10 @@ const RowKernels* row_kernels_avx2() noexcept {
                             q4_h,            dq8_h,
                             dq4_h,           q8_h_rows,
                             q4_h_rows,       q8_rows_f,
-                            q4_rows_f};
+                            q4_rows_f,       q2,
+                            dq2,             q2_h,
+                            dq2_h,           q2_h_rows,
+                            q2_rows_f};
   return cpu_has_avx2_fma_f16c() ? &k : nullptr;
 }
 

@@ -136,6 +136,54 @@ int q4_rows(const float* x, size_t stride, int rows, int d, int g, uint8_t* pack
   return -1;
 }
 
+bool q2(const float* x, int d, int g, uint8_t* packed, uint16_t* params) {
+  for (int i = 0, j = 0; i < d; i += g, j += 2)
+    if (!quant::q2_ref(x + i, size_t(g), packed + i / 4, params + j, params + j + 1)) return false;
+  return true;
+}
+
+void dq2(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre, float* y) {
+  for (int i = 0, j = 0; i < d; i += g, j += 2)
+    quant::dq2_ref(packed + i / 4, size_t(g), params[j], params[j + 1], centre ? centre + i : nullptr, y + i);
+}
+
+bool q2_h(const uint16_t* x, bool bf16, int d, int g, uint8_t* packed, uint16_t* params) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    load(x + i, bf16, g, f);
+    if (!quant::q2_ref(f, size_t(g), packed + i / 4, params + j, params + j + 1)) return false;
+  }
+  return true;
+}
+
+void dq2_h(const uint8_t* packed, int d, int g, const uint16_t* params, const float* centre, bool bf16,
+           uint16_t* y) {
+  GroupBuffer b;
+  float* f = b.get(g);
+  for (int i = 0, j = 0; i < d; i += g, j += 2) {
+    quant::dq2_ref(packed + i / 4, size_t(g), params[j], params[j + 1], centre ? centre + i : nullptr, f);
+    store(f, bf16, g, y + i);
+  }
+}
+
+int q2_h_rows(const uint16_t* x, size_t stride, int rows, bool bf16, int d, int g, uint8_t* packed,
+              uint16_t* params) {
+  for (int r = 0; r < rows; ++r)
+    if (!q2_h(x + size_t(r) * stride, bf16, d, g, packed + size_t(r) * size_t(d / 4),
+              params + size_t(r) * size_t(2 * (d / g))))
+      return r;
+  return -1;
+}
+
+int q2_rows(const float* x, size_t stride, int rows, int d, int g, uint8_t* packed, uint16_t* params) {
+  for (int r = 0; r < rows; ++r)
+    if (!q2(x + size_t(r) * stride, d, g, packed + size_t(r) * size_t(d / 4),
+            params + size_t(r) * size_t(2 * (d / g))))
+      return r;
+  return -1;
+}
+
 }  // namespace
 
 const RowKernels& row_kernels_ref() noexcept {
@@ -147,7 +195,10 @@ const RowKernels& row_kernels_ref() noexcept {
                             q4_h,            dq8_h,
                             dq4_h,           q8_h_rows,
                             q4_h_rows,       q8_rows,
-                            q4_rows};
+                            q4_rows,         q2,
+                            dq2,             q2_h,
+                            dq2_h,           q2_h_rows,
+                            q2_rows};
   return k;
 }
 

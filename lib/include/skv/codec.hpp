@@ -18,8 +18,10 @@
 namespace skv {
 
 // A LAYR section holds 13 streams (formats/skv.md "Streams"): tier maps, K centres, then five
-// tier streams for K and five for V.
-inline constexpr int kStreamsPerLayer = 13;
+// tier streams for K and five for V; a file that declares INT2 (format 1.1) has 17: streams
+// 13..16 are the K INT2 values and parameters, then V's. Views hold the most a layer can have;
+// streams past the file's count are empty.
+inline constexpr int kStreamsPerLayer = 17;
 using LayerStreamViews = std::array<std::span<const uint8_t>, kStreamsPerLayer>;
 
 struct EncodeOptions {
@@ -29,7 +31,7 @@ struct EncodeOptions {
   // (a mapped dump then costs about two layers of RSS, not the whole file: without zstd or
   // layer_streams, layer L is hashed and written while layer L + 1 is being quantized).
   std::function<void(int layer)> layer_done;
-  // When set, the writer takes layer L's 13 raw streams from here (e.g. the GPU encoder's output)
+  // When set, the writer takes layer L's 13 (17 with INT2) raw streams from here (e.g. the GPU encoder's output)
   // instead of quantizing itself; it checks the tier maps against the plan and every size
   // against what the maps imply, then compresses, hashes and writes as usual. The views must
   // stay valid until the next call (or until encode() returns). Called for L = 0, 1, ... in order.
@@ -43,7 +45,7 @@ struct EncodeOptions {
 struct SizeModel {
   uint64_t fixed_bytes = 0;  // headers, manifest, tier maps, centres, index, worst-case padding
   std::array<uint64_t, kNumTiers> token_bytes{};  // one (layer, K or V, token), all heads
-  uint64_t max_padding_slack = 0;  // 63 bytes per tier stream (10 per layer)
+  uint64_t max_padding_slack = 0;  // 63 bytes per tier stream (10 per layer, 14 with INT2)
   uint64_t bound(const Plan& plan) const;
 };
 // `producer` as in EncodeOptions (it is part of the manifest, so of the size).
@@ -62,12 +64,13 @@ struct TierCounts {
 
 // Everything a reader knows from the header and manifest, before any layer is decoded.
 struct ContainerInfo {
-  uint32_t format_version = 0;
+  uint32_t format_version = 0;  // the major version
+  uint32_t format_minor = 0;    // 0, or 1 when the file declares INT2
   KvShape shape;
   Layout layout = Layout::HTD;
   std::map<std::string, std::string> metadata;  // the source dump's __metadata__
   std::vector<std::string> k_names, v_names, q_names, mask_names;  // per layer ("" = none)
-  QuantSettings quant;  // groups resolved (never 0)
+  QuantSettings quant;  // groups resolved (never 0; int2_group only when quant.int2)
   KvMeta rope;          // rope_theta, rope_style, position_offset when the manifest has them
   std::string policy, producer;
   double requested_budget = 0, achieved_budget = 0, nominal_budget = 0;
@@ -102,7 +105,7 @@ struct DecodedLayer {
   TierCounts tiers;           // this layer's tokens per tier, K and V
 };
 
-// One layer's 13 raw streams after checksum checks and any zstd stage were undone (the input a
+// One layer's raw streams (13, or 17 with INT2) after checksum checks and any zstd stage were undone (the input a
 // GPU decoder uploads), with what it needs to shape its output. Views stay valid until the
 // reader's next call.
 struct LayerStreams {

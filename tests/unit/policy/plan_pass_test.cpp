@@ -137,13 +137,14 @@ TEST(PlanKernels, Avx2EqualsPortable) {
       r.push_back(detail::sum_squares(x.data(), n));
       r.push_back(float(detail::all_finite(x.data(), n)));
       if (n % 8 == 0) {
-        double e8 = 0, e4 = 0;
+        double e8 = 0, e4 = 0, e2 = 0;
         float dev = 0;
         const int g8 = n;
         ws8.assign(1, 0.7);
-        r.push_back(float(detail::row_errors(x.data(), c.data(), m.data(), n, g8, 8, ws8.data(), ws4.data(), e8, e4, dev)));
+        r.push_back(float(detail::row_errors(x.data(), c.data(), m.data(), n, g8, 8, ws8.data(), ws4.data(), e8, e4, e2, dev)));
         r.push_back(float(e8));
         r.push_back(float(e4));
+        r.push_back(float(e2));
         r.push_back(dev);
       }
       detail::force_portable_plan_kernels(false);
@@ -167,12 +168,12 @@ TEST(PlanKernels, ExpAndNonFinite) {
   EXPECT_NEAR(got, sum, 1e-6 * sum);
   for (size_t i = 0; i < row.size(); ++i) EXPECT_NEAR(row[i], want[i], 3e-7 * want[i] + 1e-38) << i;
   std::vector<float> x(64, 1.0f);
-  double e8, e4;
+  double e8, e4, e2;
   float dev;
   std::vector<double> w8{1}, w4{1, 1};
-  EXPECT_TRUE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, dev));
+  EXPECT_TRUE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, e2, dev));
   x[40] = NAN;
-  EXPECT_FALSE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, dev));
+  EXPECT_FALSE(detail::row_errors(x.data(), nullptr, nullptr, 64, 64, 32, w8.data(), w4.data(), e8, e4, e2, dev));
   EXPECT_FALSE(detail::all_finite(x.data(), 64));
   x[40] = INFINITY;
   float ss;

@@ -3,6 +3,7 @@
 // policy tests measure attention error before (and independently of) the codec.
 #pragma once
 #include <cmath>
+#include <numeric>
 #include <vector>
 
 #include "../../../lib/src/row_convert.hpp"
@@ -19,7 +20,7 @@ struct Simulated {
   KvCache cache;  // F32, HTD; masks where tokens were dropped
 };
 
-inline void quant_row(float* x, int n, Tier t, int g8, int g4) {
+inline void quant_row(float* x, int n, Tier t, int g8, int g4, int g2) {
   int8_t q8[512];
   uint8_t q4[256];
   uint16_t s, m;
@@ -35,6 +36,11 @@ inline void quant_row(float* x, int n, Tier t, int g8, int g4) {
       quant::q4_ref(x + i, size_t(g4), q4, &s, &m);
       quant::dq4_ref(q4, size_t(g4), s, m, nullptr, x + i);
     }
+  } else if (t == Tier::INT2) {
+    for (int i = 0; i < n; i += g2) {
+      quant::q2_ref(x + i, size_t(g2), q4, &s, &m);
+      quant::dq2_ref(q4, size_t(g2), s, m, nullptr, x + i);
+    }
   } else {
     for (int i = 0; i < n; ++i) x[i] = 0;
   }
@@ -43,6 +49,9 @@ inline void quant_row(float* x, int n, Tier t, int g8, int g4) {
 inline Simulated simulate(const KvCache& c, const Plan& p) {
   const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
   const int g8 = p.quant.int8_group ? p.quant.int8_group : D, g4 = p.quant.int4_group ? p.quant.int4_group : D;
+  const int g2 = p.quant.int2_group == QuantSettings::kAutoGroup ? std::gcd(32, D)
+                 : p.quant.int2_group                             ? p.quant.int2_group
+                                                                  : D;
   const KeyTransform tf = p.quant.key_transform;
   std::optional<detail::RopeTables> rope;
   if (tf == KeyTransform::prerope_centre) rope.emplace(c.meta, L, D, T);
@@ -70,7 +79,7 @@ inline Simulated simulate(const KvCache& c, const Plan& p) {
       };
       if (tf != KeyTransform::none) {
         for (int t = 0; t < T; ++t) {
-          if (p.k(l, t) != Tier::INT8 && p.k(l, t) != Tier::INT4) continue;
+          if (!is_quantized(p.k(l, t))) continue;
           key_in(t);
           for (int d = 0; d < D; ++d) centre[d] += row[d];
           ++nq;
@@ -81,20 +90,20 @@ inline Simulated simulate(const KvCache& c, const Plan& p) {
         float* k = K.as<float>() + (size_t(h) * T + t) * D;
         float* v = V.as<float>() + (size_t(h) * T + t) * D;
         const Tier tk = p.k(l, t), tv = p.v(l, t);
-        const bool q = tk == Tier::INT8 || tk == Tier::INT4;
+        const bool q = is_quantized(tk);
         if (q && tf != KeyTransform::none) {
           key_in(t);
           for (int d = 0; d < D; ++d) row[d] -= float(centre[d]);
-          quant_row(row.data(), D, tk, g8, g4);
+          quant_row(row.data(), D, tk, g8, g4, g2);
           for (int d = 0; d < D; ++d) row[d] += float(centre[d]);
           if (rope) rope->layer(l).rotate(row.data(), t, false);
           std::copy(row.begin(), row.end(), k);
         } else {
           detail::load_row(c.row(l, false, h, t), c.shape.dtype, D, k);
-          quant_row(k, D, tk, g8, g4);
+          quant_row(k, D, tk, g8, g4, g2);
         }
         detail::load_row(c.row(l, true, h, t), c.shape.dtype, D, v);
-        quant_row(v, D, tv, g8, g4);
+        quant_row(v, D, tv, g8, g4, g2);
       }
     }
     KvLayer& kl = out.cache.layers[size_t(l)];

@@ -8,7 +8,8 @@ std::string tier_summary(const TierCounts& t) {
   uint64_t total = 0;
   for (int i = 0; i < kNumTiers; ++i) total += t.k[size_t(i)] + t.v[size_t(i)];
   std::string s;
-  for (int i = 0; i < kNumTiers; ++i) {
+  // Most precise first: fp16, int8, int4, int2, drop.
+  for (int i : {0, 1, 2, 4, 3}) {
     const uint64_t n = t.k[size_t(i)] + t.v[size_t(i)];
     if (!n) continue;
     if (!s.empty()) s += "  ";

@@ -107,9 +107,11 @@ int inspect_container(const InspectArgs& a, const InputFile& file, const Globals
   DecodedLayer layer;
   // Reading every layer verifies every checksum; without --verify it still yields the tier
   // histogram, which lives in the layers' tier maps.
+  // INT2 is listed only for files that declare it (format 1.1); older files show what they did.
+  const int tiers = info.quant.int2 ? kNumTiers : int(Tier::DROP) + 1;
   while (reader.next_layer(layer, std::nullopt, !a.verify)) {
     nlohmann::json k, v;
-    for (int t = 0; t < kNumTiers; ++t) {
+    for (int t = 0; t < tiers; ++t) {
       k[tier_name(Tier(t))] = layer.tiers.k[size_t(t)];
       v[tier_name(Tier(t))] = layer.tiers.v[size_t(t)];
     }
@@ -127,8 +129,10 @@ int inspect_container(const InspectArgs& a, const InputFile& file, const Globals
   if (g.verbosity <= 0) return kExitOk;
   const auto& s = info.shape;
   const ByteBreakdown b = reader.breakdown();
+  const std::string version = info.format_minor ? fmt::format("{}.{}", info.format_version, info.format_minor)
+                                                 : fmt::format("{}", info.format_version);
   fmt::print("{}: skv container v{}, {} layers x {} kv heads x {} tokens x {} dims, source {} ({})\n",
-             a.input, info.format_version, s.layers, s.kv_heads, s.tokens, s.head_dim,
+             a.input, version, s.layers, s.kv_heads, s.tokens, s.head_dim,
              dtype_name(s.dtype), info.layout == Layout::HTD ? "htd" : "thd");
   fmt::print("producer: {}   policy: {}\n", info.producer, info.policy);
   if (!info.rope.rope_theta.empty())
@@ -141,11 +145,14 @@ int inspect_container(const InspectArgs& a, const InputFile& file, const Globals
   fmt::print("bytes: payload {}  scales {}  tier maps {}  centres {}  headers {}  manifest {}  index {}  padding {}\n",
              b.payload, b.scales, b.tier_maps, b.centres, b.header, b.manifest, b.index, b.padding);
   fmt::print("tiers: {}\n", tier_summary(info.tiers));
-  fmt::print("{:>5}  {:>28}  {:>28}\n", "layer", "K fp16/int8/int4/drop", "V fp16/int8/int4/drop");
+  const bool int2 = info.quant.int2;
+  fmt::print("{:>5}  {:>28}  {:>28}\n", "layer", int2 ? "K fp16/int8/int4/int2/drop" : "K fp16/int8/int4/drop",
+             int2 ? "V fp16/int8/int4/int2/drop" : "V fp16/int8/int4/drop");
   for (const auto& l : per_layer) {
-    auto row = [](const nlohmann::json& t) {
-      return fmt::format("{}/{}/{}/{}", t["fp16"].get<uint64_t>(), t["int8"].get<uint64_t>(),
-                         t["int4"].get<uint64_t>(), t["drop"].get<uint64_t>());
+    auto row = [int2](const nlohmann::json& t) {
+      const std::string q2 = int2 ? fmt::format("{}/", t["int2"].get<uint64_t>()) : std::string();
+      return fmt::format("{}/{}/{}/{}{}", t["fp16"].get<uint64_t>(), t["int8"].get<uint64_t>(),
+                         t["int4"].get<uint64_t>(), q2, t["drop"].get<uint64_t>());
     };
     fmt::print("{:>5}  {:>28}  {:>28}\n", l["layer"].get<int>(), row(l["k"]), row(l["v"]));
   }

@@ -8,7 +8,8 @@ std::string tier_summary(const TierCounts& t) {
   uint64_t total = 0;
   for (int i = 0; i < kNumTiers; ++i) total += t.k[size_t(i)] + t.v[size_t(i)];
   std::string s;
-  for (int i = 0; i < kNumTiers; ++i) {
+  // Most precise first: fp16, int8, int4, int2, drop.
+  for (int i : {0, 1, 2, 4, 3}) {
     const uint64_t n = t.k[size_t(i)] + t.v[size_t(i)];
     if (!n) continue;
     if (!s.empty()) s += "  ";
@@ -20,7 +21,9 @@ std::string tier_summary(const TierCounts& t) {
 nlohmann::json container_json(const ContainerInfo& info, const ByteBreakdown& b) {
   nlohmann::json tiers = nlohmann::json::object(), k = nlohmann::json::object(),
                  v = nlohmann::json::object();
-  for (int i = 0; i < kNumTiers; ++i) {
+  // INT2 only for files that declare it (format 1.1), so 1.0 files report what they always did.
+  const int n = info.quant.int2 ? kNumTiers : int(Tier::DROP) + 1;
+  for (int i = 0; i < n; ++i) {
     tiers[tier_name(Tier(i))] = info.tiers.k[size_t(i)] + info.tiers.v[size_t(i)];
     k[tier_name(Tier(i))] = info.tiers.k[size_t(i)];
     v[tier_name(Tier(i))] = info.tiers.v[size_t(i)];
@@ -28,6 +31,7 @@ nlohmann::json container_json(const ContainerInfo& info, const ByteBreakdown& b)
   const auto& s = info.shape;
   return {
       {"format_version", info.format_version},
+      {"format_minor", info.format_minor},
       {"layers", s.layers},
       {"kv_heads", s.kv_heads},
       {"head_dim", s.head_dim},

@@ -1,6 +1,6 @@
 // decode_layer_async: raw LAYR payload -> K/V rows in the source layout, in the asked dtype.
 // Mirrors the CPU reader: y = fmaf(q, s, c) for INT8; y = fmaf(q, s, m) (+ c when centred) for
-// INT4; RoPE re-applied to keys for prerope_centre; FP16-tier bits copied when the output dtype
+// INT4 and INT2; RoPE re-applied to keys for prerope_centre; FP16-tier bits copied when the output dtype
 // is the tier's dtype, else widened and rounded; DROP rows zero.
 #include <algorithm>
 
@@ -36,14 +36,19 @@ __device__ __forceinline__ float dequant_elem(const DecodeArgs& a, int kv, uint6
     const float s = f16_to_f32(reinterpret_cast<const uint16_t*>(a.params[kv])[row * uint64_t(G) + uint64_t(gi)]);
     return __fmaf_rn(__int2float_rn(q), s, centre_row ? centre_row[e] : 0.0f);
   }
-  const uint32_t byte = a.vals[kv][(row * uint64_t(a.D) + uint64_t(e)) / 2];
-  const uint32_t q = (byte >> ((e & 1) * 4)) & 15u;
+  uint32_t q;
+  if constexpr (TIER == 4) {
+    q = (uint32_t(a.vals[kv][(row * uint64_t(a.D) + uint64_t(e)) / 4]) >> ((e & 3) * 2)) & 3u;
+  } else {
+    const uint32_t byte = a.vals[kv][(row * uint64_t(a.D) + uint64_t(e)) / 2];
+    q = (byte >> ((e & 1) * 4)) & 15u;
+  }
   const uint32_t sm = reinterpret_cast<const uint32_t*>(a.params[kv])[row * uint64_t(G) + uint64_t(gi)];
   const float v = __fmaf_rn(__uint2float_rn(q), f16_to_f32(sm & 0xffffu), f16_to_f32(sm >> 16));
   return centre_row ? __fadd_rn(v, centre_row[e]) : v;
 }
 
-// TIER 0 FP16, 1 INT8, 2 INT4, 3 DROP. K and V (blockIdx.z), head blockIdx.y, tier rows
+// TIER 0 FP16, 1 INT8, 2 INT4, 3 DROP, 4 INT2. K and V (blockIdx.z), head blockIdx.y, tier rows
 // [blockIdx.x * rows, +rows); thread = C consecutive elements of one row.
 template <int TIER>
 __global__ void decode_tier_kernel(DecodeArgs a) {
@@ -84,6 +89,17 @@ __global__ void decode_tier_kernel(DecodeArgs a) {
         if (i < a.C) {
           const int qi = int(int8_t(uint8_t(get_elem(q, 1, i))));
           y[i] = __fmaf_rn(__int2float_rn(qi), s, centre ? centre[e0 + i] : 0.0f);
+        }
+    } else if constexpr (TIER == 4) {  // C is a multiple of 4: whole bytes
+      load_bytes(a.vals[kv] + (row * uint64_t(a.D) + uint64_t(e0)) / 4, a.C / 4, q);
+      const uint32_t sm = reinterpret_cast<const uint32_t*>(a.params[kv])[row * uint64_t(G) + uint64_t(gi)];
+      const float s = f16_to_f32(sm & 0xffffu), m = f16_to_f32(sm >> 16);
+#pragma unroll
+      for (int i = 0; i < kMaxChunk; ++i)
+        if (i < a.C) {
+          const uint32_t qi = (get_elem(q, 1, i / 4) >> ((i & 3) * 2)) & 3u;
+          const float v = __fmaf_rn(__uint2float_rn(qi), s, m);
+          y[i] = centre ? __fadd_rn(v, centre[e0 + i]) : v;
         }
     } else {
       load_bytes(a.vals[kv] + (row * uint64_t(a.D) + uint64_t(e0)) / 2, a.C / 2, q);
@@ -154,9 +170,10 @@ void decode_layer_async(const LayerPlan& plan, const uint8_t* payload, const flo
       a.n[kv] = plan.count[size_t(kv)][size_t(tier)];
       n = std::max(n, a.n[kv]);
       a.out[kv] = static_cast<uint8_t*>(kv ? out.v : out.k);
-      if (tier < 3) {
-        const int s = int(kv ? kVTierBase : kKTierBase) +
-                      int(tier == 0 ? kFp16Values : tier == 1 ? kInt8Values : kInt4Values);
+      if (tier != 3) {
+        const int s = tier == 4 ? int(kv ? kVInt2Values : kKInt2Values)
+                                : int(kv ? kVTierBase : kKTierBase) +
+                                      int(tier == 0 ? kFp16Values : tier == 1 ? kInt8Values : kInt4Values);
         a.vals[kv] = payload + plan.offset[size_t(s)];
         a.params[kv] = tier == 0 ? nullptr : payload + plan.offset[size_t(s + 1)];
       }
@@ -171,7 +188,7 @@ void decode_layer_async(const LayerPlan& plan, const uint8_t* payload, const flo
     a.tier_dtype = int(g.tier_dtype());
     a.thd = g.layout == Layout::THD;
     a.neox = g.rope_style == RopeStyle::neox;
-    a.g = tier == 1 ? g.int8_group : tier == 2 ? g.int4_group : g.head_dim;
+    a.g = tier == 1 ? g.int8_group : tier == 2 ? g.int4_group : tier == 4 ? g.int2_group : g.head_dim;
     // FP16 rows are read as 16-bit values, so their chunk also fits 16 bytes of input.
     const detail::RowTiling tl = detail::row_tiling(g.head_dim, a.g, tier == 0 ? std::max(oes, 2) : oes);
     a.C = tl.C;
@@ -182,6 +199,7 @@ void decode_layer_async(const LayerPlan& plan, const uint8_t* payload, const flo
       case 0: decode_tier_kernel<0><<<grid, tl.threads, 0, stream>>>(a); break;
       case 1: decode_tier_kernel<1><<<grid, tl.threads, 0, stream>>>(a); break;
       case 2: decode_tier_kernel<2><<<grid, tl.threads, 0, stream>>>(a); break;
+      case 4: decode_tier_kernel<4><<<grid, tl.threads, 0, stream>>>(a); break;
       default: decode_tier_kernel<3><<<grid, tl.threads, 0, stream>>>(a); break;
     }
     SKV_CUDA_CHECK(cudaGetLastError());

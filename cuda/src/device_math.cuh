@@ -130,7 +130,7 @@ __device__ __forceinline__ float rope_apply(float v, float partner, float cs, fl
 __device__ __forceinline__ void report_bad_row(DeviceStatus* s, int kv, int h, int t, int tier,
                                                int H, int T) {
   const unsigned long long key =
-      (((static_cast<unsigned long long>(kv) * unsigned(H) + unsigned(h)) * unsigned(T) + unsigned(t)) << 2) |
+      (((static_cast<unsigned long long>(kv) * unsigned(H) + unsigned(h)) * unsigned(T) + unsigned(t)) << 3) |
       unsigned(tier);
   atomicMin(&s->bad_row, key);
 }

@@ -56,7 +56,7 @@ struct TierArgs {
   const int32_t* list[2];  // this tier's tokens, ascending
   uint32_t n[2];           // this tier's token count
   uint8_t* vals[2];        // values stream (tier rows [H][n][...])
-  uint8_t* params[2];      // INT8 scales / INT4 (scale, min) pairs
+  uint8_t* params[2];      // INT8 scales / INT4 and INT2 (scale, min) pairs
   const float* centre;     // K only; null when key_transform is none
   const float* rope;
   DeviceStatus* status;
@@ -138,12 +138,12 @@ __device__ __forceinline__ int rne_clamped(float v, float lo, float hi) {
   return __float2int_rn(fminf(fmaxf(v, lo), hi));
 }
 
-// INT8 (TIER 1) and INT4 (TIER 2). Each thread reduces its chunk; the group's statistic is then
+// INT8 (TIER 1), INT4 (TIER 2) and INT2 (TIER 4). Each thread reduces its chunk; the group's statistic is then
 // read from shared memory by every thread of the group (groups never straddle rows). A chunk
 // holding a non-finite value contributes +-inf, which no finite group statistic can equal.
 template <int TIER>
 __global__ void quant_tier_kernel(TierArgs a) {
-  extern __shared__ float part[];  // [2][blockDim.x]: INT8 absmax | INT4 min, max
+  extern __shared__ float part[];  // [2][blockDim.x]: INT8 absmax | INT4 / INT2 min, max
   const RowPos p = row_pos(a);
   const int tid = int(threadIdx.x), nt = int(blockDim.x);
   float x[kMaxChunk];
@@ -214,7 +214,8 @@ __global__ void quant_tier_kernel(TierArgs a) {
     }
     mn = __fadd_rn(mn, 0.0f);  // "+ 0": a zero extreme is +0 whatever its sign
     mx = __fadd_rn(mx, 0.0f);
-    const uint32_t s16 = f32_to_f16(fminf(__fdiv_rn(__fsub_rn(mx, mn), 15.0f), 65504.0f));
+    constexpr float kSteps = TIER == 2 ? 15.0f : 3.0f;
+    const uint32_t s16 = f32_to_f16(fminf(__fdiv_rn(__fsub_rn(mx, mn), kSteps), 65504.0f));
     const uint32_t m16 = f32_to_f16(mn);
     if ((m16 & 0x7fffu) == 0x7c00u) {  // minimum beyond FP16 range
       if (leader) report_bad_row(a.status, p.kv, p.h, p.t, TIER, a.H, a.T);
@@ -222,14 +223,27 @@ __global__ void quant_tier_kernel(TierArgs a) {
     }
     const float s = f16_to_f32(s16), m = f16_to_f32(m16);
     const float inv = s > 0.0f ? __fdiv_rn(1.0f, s) : 0.0f;
+    if constexpr (TIER == 2) {
 #pragma unroll
-    for (int i = 0; i < kMaxChunk; i += 2)
-      if (i < a.C) {
-        const uint32_t lo = uint32_t(rne_clamped(__fmul_rn(__fsub_rn(x[i], m), inv), 0.0f, 15.0f));
-        const uint32_t hi = uint32_t(rne_clamped(__fmul_rn(__fsub_rn(x[i + 1], m), inv), 0.0f, 15.0f));
-        put_elem(w, 1, i / 2, lo | (hi << 4));
-      }
-    store_bytes(a.vals[p.kv] + (row_out * uint64_t(a.D) + uint64_t(p.e0)) / 2, a.C / 2, w);
+      for (int i = 0; i < kMaxChunk; i += 2)
+        if (i < a.C) {
+          const uint32_t lo = uint32_t(rne_clamped(__fmul_rn(__fsub_rn(x[i], m), inv), 0.0f, 15.0f));
+          const uint32_t hi = uint32_t(rne_clamped(__fmul_rn(__fsub_rn(x[i + 1], m), inv), 0.0f, 15.0f));
+          put_elem(w, 1, i / 2, lo | (hi << 4));
+        }
+      store_bytes(a.vals[p.kv] + (row_out * uint64_t(a.D) + uint64_t(p.e0)) / 2, a.C / 2, w);
+    } else {  // INT2: element 4i + j at bits 2j of byte i (C is a multiple of 4)
+#pragma unroll
+      for (int i = 0; i < kMaxChunk; i += 4)
+        if (i < a.C) {
+          uint32_t b = 0;
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            b |= uint32_t(rne_clamped(__fmul_rn(__fsub_rn(x[i + j], m), inv), 0.0f, 3.0f)) << (2 * j);
+          put_elem(w, 1, i / 4, b);
+        }
+      store_bytes(a.vals[p.kv] + (row_out * uint64_t(a.D) + uint64_t(p.e0)) / 4, a.C / 4, w);
+    }
     if (leader)
       reinterpret_cast<uint32_t*>(a.params[p.kv])[row_out * uint64_t(G) + uint64_t(gi)] = s16 | (m16 << 16);
   }
@@ -239,7 +253,7 @@ void launch_tier(int tier, const LayerPlan& plan, TierArgs a, cudaStream_t strea
   const uint32_t n = std::max(a.n[0], a.n[1]);
   if (n == 0) return;
   const LayerGeometry& g = plan.geo;
-  const int group = tier == 1 ? g.int8_group : tier == 2 ? g.int4_group : g.head_dim;
+  const int group = tier == 1 ? g.int8_group : tier == 2 ? g.int4_group : tier == 4 ? g.int2_group : g.head_dim;
   const detail::RowTiling tl = detail::row_tiling(g.head_dim, group, dev::elem_size(int(g.dtype)));
   a.g = group;
   a.C = tl.C;
@@ -249,7 +263,8 @@ void launch_tier(int tier, const LayerPlan& plan, TierArgs a, cudaStream_t strea
   const size_t shared = 2 * size_t(tl.threads) * sizeof(float);
   if (tier == 0) fp16_tier_kernel<<<grid, tl.threads, 0, stream>>>(a);
   else if (tier == 1) quant_tier_kernel<1><<<grid, tl.threads, shared, stream>>>(a);
-  else quant_tier_kernel<2><<<grid, tl.threads, shared, stream>>>(a);
+  else if (tier == 2) quant_tier_kernel<2><<<grid, tl.threads, shared, stream>>>(a);
+  else quant_tier_kernel<4><<<grid, tl.threads, shared, stream>>>(a);
   SKV_CUDA_CHECK(cudaGetLastError());
 }
 
@@ -282,7 +297,7 @@ void encode_layer_async(const LayerPlan& plan, const LayerInputs& in, uint8_t* p
     CentreArgs c{};
     c.k = static_cast<const uint8_t*>(in.k);
     c.qlist = ws.qlist;
-    c.nq = plan.count[0][1] + plan.count[0][2];
+    c.nq = plan.count[0][1] + plan.count[0][2] + plan.count[0][4];
     c.centre = centre;
     c.rope = prerope ? in.rope : nullptr;
     c.H = g.kv_heads;
@@ -296,7 +311,8 @@ void encode_layer_async(const LayerPlan& plan, const LayerInputs& in, uint8_t* p
     SKV_CUDA_CHECK(cudaGetLastError());
   }
 
-  for (int tier = 0; tier < 3; ++tier) {
+  for (int tier : {0, 1, 2, 4}) {  // DROP (3) writes nothing
+    if (tier == 4 && !g.int2) continue;
     TierArgs a{};
     for (int kv = 0; kv < 2; ++kv) {
       a.src[kv] = static_cast<const uint8_t*>(kv ? in.v : in.k);
@@ -304,7 +320,9 @@ void encode_layer_async(const LayerPlan& plan, const LayerInputs& in, uint8_t* p
       for (int t = 0; t < tier; ++t) base += plan.count[size_t(kv)][size_t(t)];
       a.list[kv] = ws.list[kv] + base;
       a.n[kv] = plan.count[size_t(kv)][size_t(tier)];
-      const int s = int(kv ? kVTierBase : kKTierBase) + int(tier == 0 ? kFp16Values : tier == 1 ? kInt8Values : kInt4Values);
+      const int s = tier == 4 ? int(kv ? kVInt2Values : kKInt2Values)
+                              : int(kv ? kVTierBase : kKTierBase) +
+                                    int(tier == 0 ? kFp16Values : tier == 1 ? kInt8Values : kInt4Values);
       a.vals[kv] = payload + plan.offset[size_t(s)];
       a.params[kv] = tier == 0 ? nullptr : payload + plan.offset[size_t(s + 1)];
     }

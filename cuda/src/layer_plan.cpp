@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <numeric>
 #include <cstring>
 #include <vector>
 
@@ -18,10 +19,12 @@ constexpr uint64_t align64(uint64_t n) { return (n + kPayloadAlign - 1) & ~uint6
 // Bytes of one head's row at each tier: values, then parameters (skv.md "Streams").
 uint64_t row_values(const LayerGeometry& g, int tier) {
   const uint64_t D = uint64_t(g.head_dim);
+  if (tier == 4) return g.int2 ? D / 4 : 0;
   return tier == 0 ? 2 * D : tier == 1 ? D : tier == 2 ? D / 2 : 0;
 }
 uint64_t row_params(const LayerGeometry& g, int tier) {
   const uint64_t D = uint64_t(g.head_dim);
+  if (tier == 4) return g.int2 ? 4 * (D / uint64_t(g.int2_group)) : 0;
   return tier == 1 ? 2 * (D / uint64_t(g.int8_group)) : tier == 2 ? 4 * (D / uint64_t(g.int4_group)) : 0;
 }
 
@@ -54,6 +57,16 @@ LayerGeometry make_geometry(const KvShape& shape, Layout layout, const QuantSett
     fail(Errc::invalid_argument, ctx,
          "INT4 group size " + std::to_string(g.int4_group) + " must be even and divide head_dim " +
              std::to_string(D));
+  g.int2 = quant.int2;
+  if (g.int2) {
+    g.int2_group = quant.int2_group == QuantSettings::kAutoGroup ? std::gcd(32, D)
+                   : quant.int2_group == 0                      ? D
+                                                                : quant.int2_group;
+    if (g.int2_group <= 0 || D % g.int2_group != 0 || g.int2_group % 4 != 0)
+      fail(Errc::invalid_argument, ctx,
+           "INT2 group size " + std::to_string(g.int2_group) + " must be a multiple of 4 and divide head_dim " +
+               std::to_string(D));
+  }
   if (uint8_t(g.key_transform) > 2) fail(Errc::invalid_argument, ctx, "unknown key transform");
   if (g.key_transform == KeyTransform::prerope_centre &&
       (D % 2 != 0 || (rope_style != RopeStyle::neox && rope_style != RopeStyle::gptj)))
@@ -69,10 +82,10 @@ LayerPlan plan_layer(const LayerGeometry& g, const uint8_t* k_tiers, const uint8
   for (int kv = 0; kv < 2; ++kv)
     for (int t = 0; t < g.tokens; ++t) {
       const uint8_t code = maps[kv][t];
-      if (code >= kNumTiers)
+      if (code >= kNumTiers || (code == uint8_t(Tier::INT2) && !g.int2))
         fail(Errc::invalid_argument, ctx,
              std::string(kv ? "V" : "K") + " token " + std::to_string(t) + ": tier code " +
-                 std::to_string(code) + " is not 0..3");
+                 std::to_string(code) + (g.int2 ? " is not 0..4" : " is not 0..3 (INT2 is not declared)"));
       ++p.count[size_t(kv)][code];
     }
   const uint64_t H = uint64_t(g.kv_heads);
@@ -86,9 +99,11 @@ LayerPlan plan_layer(const LayerGeometry& g, const uint8_t* k_tiers, const uint8
     p.size[size_t(base + kInt8Scales)] = H * n[1] * row_params(g, 1);
     p.size[size_t(base + kInt4Values)] = H * n[2] * row_values(g, 2);
     p.size[size_t(base + kInt4Params)] = H * n[2] * row_params(g, 2);
+    p.size[size_t(kv ? kVInt2Values : kKInt2Values)] = H * n[4] * row_values(g, 4);
+    p.size[size_t(kv ? kVInt2Params : kKInt2Params)] = H * n[4] * row_params(g, 4);
   }
-  uint64_t pos = kDirectoryBytes;
-  for (int s = 0; s < kLayerStreams; ++s) {
+  uint64_t pos = g.directory_bytes();
+  for (int s = 0; s < g.streams(); ++s) {
     p.offset[size_t(s)] = align64(pos);
     pos = p.offset[size_t(s)] + p.size[size_t(s)];
   }
@@ -97,8 +112,8 @@ LayerPlan plan_layer(const LayerGeometry& g, const uint8_t* k_tiers, const uint8
 }
 
 void write_directory(const LayerPlan& plan, uint8_t* dir) {
-  std::memset(dir, 0, kDirectoryBytes);
-  for (int s = 0; s < kLayerStreams; ++s) {
+  std::memset(dir, 0, plan.geo.directory_bytes());
+  for (int s = 0; s < plan.geo.streams(); ++s) {
     uint8_t* e = dir + 24 * s;
     put_u32(e, 0);  // codec: stored raw
     put_u64(e + 8, plan.size[size_t(s)]);
@@ -119,13 +134,14 @@ std::array<std::span<const uint8_t>, kLayerStreams> split_streams(const LayerPla
 void join_streams(const LayerPlan& plan, const std::array<std::span<const uint8_t>, kLayerStreams>& streams,
                   uint8_t* payload) {
   write_directory(plan, payload);
-  uint64_t end = kDirectoryBytes;
+  uint64_t end = plan.geo.directory_bytes();
   for (int s = 0; s < kLayerStreams; ++s) {
     const auto i = size_t(s);
     if (streams[i].size() != plan.size[i])
       fail(Errc::invalid_argument, "cuda", "stream " + std::to_string(s) + " holds " +
                                                std::to_string(streams[i].size()) + " bytes, the layer plan " +
                                                std::to_string(plan.size[i]));
+    if (s >= plan.geo.streams()) continue;  // not in this payload (size 0)
     std::memset(payload + end, 0, size_t(plan.offset[i] - end));
     if (!streams[i].empty()) std::memcpy(payload + plan.offset[i], streams[i].data(), streams[i].size());
     end = plan.offset[i] + plan.size[i];
@@ -134,11 +150,11 @@ void join_streams(const LayerPlan& plan, const std::array<std::span<const uint8_
 
 size_t max_layer_bytes(const LayerGeometry& g) {
   uint64_t worst = 0;  // costliest tier per (head, token)
-  for (int t = 0; t < 3; ++t) worst = std::max(worst, row_values(g, t) + row_params(g, t));
+  for (int t = 0; t < kNumTiers; ++t) worst = std::max(worst, row_values(g, t) + row_params(g, t));
   const uint64_t H = uint64_t(g.kv_heads), T = uint64_t(g.tokens);
   // Directory, two maps, centres, 2 * T tokens at the worst tier, 63 bytes of padding per stream.
-  return size_t(kDirectoryBytes + 2 * T + 4 * H * uint64_t(g.head_dim) + 2 * H * T * worst +
-                (kPayloadAlign - 1) * kLayerStreams);
+  return size_t(g.directory_bytes() + 2 * T + 4 * H * uint64_t(g.head_dim) + 2 * H * T * worst +
+                (kPayloadAlign - 1) * uint64_t(g.streams()));
 }
 
 size_t workspace_bytes(const LayerGeometry& g) { return workspace_size_for(g.tokens); }

@@ -8,7 +8,9 @@ namespace skv::cuda::detail {
 namespace {
 
 constexpr int kPrepThreads = 512;
-constexpr int kCounters = 5;  // tiers 0..3, and "quantized" (INT8 or INT4) for the centre order
+// Tiers 0..4, and "quantized" (INT8, INT4 or INT2) for the centre order.
+constexpr int kQuantized = kNumTiers, kCounters = kNumTiers + 1;
+__device__ __forceinline__ bool quantized_code(uint32_t code) { return code == 1u || code == 2u || code == 4u; }
 
 struct PrepArgs {
   const uint8_t* map[2];
@@ -19,6 +21,8 @@ struct PrepArgs {
   DeviceStatus* status;
   uint32_t count[2][kNumTiers];
   int T;
+  int streams;       // 13, or 17 with INT2
+  int dir_bytes;     // 320, or 448 with INT2
   uint8_t* payload;  // encode only: directory and padding are written by block 2
   uint8_t dir[kDirectoryBytes];
   uint64_t offset[kLayerStreams], size[kLayerStreams];
@@ -28,8 +32,8 @@ __global__ void __launch_bounds__(kPrepThreads) prep_kernel(PrepArgs a) {
   const int tid = threadIdx.x, T = a.T;
   if (blockIdx.x == 2) {  // payload frame: directory, then zero bytes up to each stream
     if (!a.payload) return;
-    for (int i = tid; i < int(kDirectoryBytes); i += blockDim.x) a.payload[i] = a.dir[i];
-    for (int s = 0; s + 1 < kLayerStreams; ++s) {
+    for (int i = tid; i < a.dir_bytes; i += blockDim.x) a.payload[i] = a.dir[i];
+    for (int s = 0; s + 1 < a.streams; ++s) {
       const uint64_t end = a.offset[s] + a.size[s];
       for (uint64_t i = end + tid; i < a.offset[s + 1]; i += blockDim.x) a.payload[i] = 0;
     }
@@ -41,7 +45,7 @@ __global__ void __launch_bounds__(kPrepThreads) prep_kernel(PrepArgs a) {
   __shared__ int total[kCounters];
   const int span = (T + kPrepThreads - 1) / kPrepThreads;
   const int t0 = min(T, tid * span), t1 = min(T, t0 + span);
-  int cnt[kCounters] = {0, 0, 0, 0, 0};
+  int cnt[kCounters] = {};
   bool bad = false;
   for (int t = t0; t < t1; ++t) {
     const uint32_t code = map[t];
@@ -52,7 +56,7 @@ __global__ void __launch_bounds__(kPrepThreads) prep_kernel(PrepArgs a) {
       continue;
     }
     ++cnt[code];
-    if (code == 1u || code == 2u) ++cnt[4];
+    if (quantized_code(code)) ++cnt[kQuantized];
   }
   for (int k = 0; k < kCounters; ++k) scan[k][tid] = cnt[k];
   __syncthreads();
@@ -80,7 +84,7 @@ __global__ void __launch_bounds__(kPrepThreads) prep_kernel(PrepArgs a) {
     const uint32_t code = map[t];
     if (code >= uint32_t(kNumTiers)) continue;
     list[base[code] + run[code]++] = t;
-    if (qlist && (code == 1u || code == 2u)) qlist[run[4]++] = t;
+    if (qlist && quantized_code(code)) qlist[run[kQuantized]++] = t;
   }
 }
 
@@ -108,6 +112,8 @@ void launch_prep(const LayerPlan& plan, const uint8_t* k_map, const uint8_t* v_m
   for (int kv = 0; kv < 2; ++kv)
     for (int t = 0; t < kNumTiers; ++t) a.count[kv][t] = plan.count[size_t(kv)][size_t(t)];
   a.T = plan.geo.tokens;
+  a.streams = plan.geo.streams();
+  a.dir_bytes = int(plan.geo.directory_bytes());
   a.payload = payload;
   prep_kernel<<<3, kPrepThreads, 0, stream>>>(a);
   SKV_CUDA_CHECK(cudaGetLastError());

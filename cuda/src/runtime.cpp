@@ -66,8 +66,8 @@ LayerStatus parse_status(const void* status_copy, const LayerPlan& plan) {
   LayerStatus out;
   out.map_mismatch = s.bad_map != ~0u;
   if (s.bad_row != ~0ull) {
-    const uint64_t key = s.bad_row >> 2, H = uint64_t(plan.geo.kv_heads), T = uint64_t(plan.geo.tokens);
-    out.bad_tier = int(s.bad_row & 3);
+    const uint64_t key = s.bad_row >> 3, H = uint64_t(plan.geo.kv_heads), T = uint64_t(plan.geo.tokens);
+    out.bad_tier = int(s.bad_row & 7);
     out.bad_token = int(key % T);
     out.bad_head = int((key / T) % H);
     out.bad_kv = int(key / T / H);

@@ -8,7 +8,7 @@ namespace skv::cuda {
 
 // Reset to all ones before each layer; "all ones" means nothing found.
 struct DeviceStatus {
-  unsigned long long bad_row;  // ((kv * H + head) * T + token) << 2 | tier, minimum over bad rows
+  unsigned long long bad_row;  // ((kv * H + head) * T + token) << 3 | tier, minimum over bad rows
   unsigned int bad_map;        // min kv whose device tier map is bad or disagrees with the plan
   unsigned int unused;
 };
@@ -18,7 +18,7 @@ inline constexpr size_t kStatusBlock = 256;
 
 // Token lists: for K and V, the tokens of tier 0, then tier 1, 2, 3, each ascending (a stable
 // partition of the tier map, so row r of tier x is token list[base[x] + r]); then the K tokens
-// at INT8 or INT4 in ascending order (the order skv.md sums the key centre in).
+// at INT8, INT4 or INT2 in ascending order (the order skv.md sums the key centre in).
 struct Workspace {
   DeviceStatus* status;
   int32_t* list[2];

@@ -19,6 +19,8 @@ namespace {
 struct Case {
   DType dtype = DType::F16;
   int H = 2, T = 37, D = 64, g8 = 0, g4 = 32;
+  int g2 = -1;  // >= 0 (or QuantSettings::kAutoGroup with int2): INT2 declared
+  bool int2 = false;
   Layout layout = Layout::HTD;
   KeyTransform kt = KeyTransform::none;
   RopeStyle rope = RopeStyle::neox;
@@ -31,7 +33,9 @@ std::string describe(const Case& c) {
   o << dtype_name(c.dtype) << " H=" << c.H << " T=" << c.T << " D=" << c.D << " g8=" << c.g8
     << " g4=" << c.g4 << (c.layout == Layout::THD ? " THD" : " HTD") << " kt=" << int(c.kt)
     << (c.rope == RopeStyle::gptj ? " gptj" : " neox") << " weights=" << c.weights[0] << ","
-    << c.weights[1] << "," << c.weights[2] << "," << c.weights[3] << " seed=" << c.seed;
+    << c.weights[1] << "," << c.weights[2] << "," << c.weights[3]
+    << (c.int2 ? "," + std::to_string(c.weights.size() > 4 ? c.weights[4] : 0.0) + " int2 g2=" + std::to_string(c.g2) : "")
+    << " seed=" << c.seed;
   return o.str();
 }
 
@@ -46,6 +50,8 @@ LayerGeometry geometry(const Case& c) {
   q.int8_group = c.g8;
   q.int4_group = c.g4;
   q.key_transform = c.kt;
+  q.int2 = c.int2;
+  q.int2_group = c.g2;
   return make_geometry(s, c.layout, q, c.rope, "test");
 }
 
@@ -199,6 +205,36 @@ TEST_F(Gpu, EncodeDecodeSweepMatchesReference) {
         }
 }
 
+// INT2 (format 1.1, 17 streams): the same sweep with INT2 declared and INT2 tokens mixed in,
+// INT2 groups from 4 (one byte per thread) to the whole row.
+TEST_F(Gpu, Int2EncodeDecodeSweepMatchesReference) {
+  const std::vector<std::vector<double>> mixes{{1, 1, 1, 1, 1}, {0, 0, 0, 0, 1}, {2, 1, 1, 1, 3}, {0, 0, 1, 0, 1}};
+  const int tokens[] = {1, 2, 37, 301};
+  uint32_t seed = 1000;
+  for (DType dt : {DType::F16, DType::BF16, DType::F32})
+    for (int D : {64, 80, 96, 128})
+      for (Layout layout : {Layout::HTD, Layout::THD})
+        for (int ti = 0; ti < 4; ++ti) {
+          const auto gs = groups_for(D);
+          Case c;
+          c.dtype = dt;
+          c.D = D;
+          c.layout = layout;
+          c.kt = ti == 0 ? KeyTransform::none : ti == 1 ? KeyTransform::centre : KeyTransform::prerope_centre;
+          c.rope = ti == 3 ? RopeStyle::gptj : RopeStyle::neox;
+          c.g8 = gs[seed % gs.size()].first;
+          c.g4 = gs[(seed / 2) % gs.size()].second;
+          c.int2 = true;
+          c.g2 = std::vector<int>{QuantSettings::kAutoGroup, 4, 16, 0}[(seed / 3) % 4];
+          c.T = tokens[seed % 4];
+          c.H = 1 + int(seed % 3);
+          c.weights = mixes[seed % mixes.size()];
+          c.seed = seed++;
+          run_case(c);
+          if (HasFatalFailure()) return;
+        }
+}
+
 TEST_F(Gpu, UniformTiersAndTinyLayers) {
   for (int tier = 0; tier < 4; ++tier)
     for (int T : {1, 3, 64}) {
@@ -269,6 +305,35 @@ TEST_F(Gpu, NonFiniteInQuantizedTokenIsReportedLikeTheCpu) {
   EXPECT_TRUE(e.status.ok());
   EXPECT_TRUE(same_payload(e.plan, e.gpu, e.ref));
   check_decode(e.plan, e.ref, e.rope, "FP16-tier NaN");
+}
+
+// INT2 rows are refused like INT4 rows, and reported as tier 4 (the status needs 3 tier bits).
+TEST_F(Gpu, NonFiniteInInt2TokenIsReportedLikeTheCpu) {
+  Case c;
+  c.dtype = DType::F32;
+  c.H = 2;
+  c.T = 12;
+  c.int2 = true;
+  const LayerGeometry g = geometry(c);
+  auto k = make_tensor(g, 7), v = make_tensor(g, 8);
+  std::vector<uint8_t> km(12, 4), vm(12, 4);
+  const float inf = INFINITY, huge = -70000.0f;
+  auto at = [&](int h, int t, int d) { return (size_t(h) * 12 + size_t(t)) * size_t(c.D) + size_t(d); };
+  std::memcpy(v.data() + 4 * at(1, 5, 9), &inf, 4);
+  Encoded e = run_encode(g, k, v, km, vm);
+  ASSERT_FALSE(e.ref_ok);
+  EXPECT_EQ(e.status.bad_kv, 1);
+  EXPECT_EQ(e.status.bad_head, 1);
+  EXPECT_EQ(e.status.bad_token, 5);
+  EXPECT_EQ(e.status.bad_tier, 4);
+  const float one = 1.0f;
+  std::memcpy(v.data() + 4 * at(1, 5, 9), &one, 4);
+  std::memcpy(k.data() + 4 * at(0, 3, 0), &huge, 4);  // minimum beyond FP16 range
+  e = run_encode(g, k, v, km, vm);
+  ASSERT_FALSE(e.ref_ok);
+  EXPECT_EQ(e.status.bad_kv, 0);
+  EXPECT_EQ(e.status.bad_token, 3);
+  EXPECT_EQ(e.status.bad_tier, 4);
 }
 
 TEST_F(Gpu, DeviceMapsThatDisagreeWithThePlanAreReported) {

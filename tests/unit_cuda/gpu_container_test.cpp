@@ -40,13 +40,19 @@ std::vector<CacheCase> sweep() {
           c.tier_odds = mixes[seed % mixes.size()];
           c.seed = seed++;
           out.push_back(c);
+          // The same case with INT2 declared (format 1.1) and INT2 tokens mixed in.
+          c.int2 = true;
+          c.int2_group = std::vector<int>{QuantSettings::kAutoGroup, 16, 4}[seed % 3];
+          c.tier_odds = std::vector<std::vector<double>>{{1, 1, 1, 1, 1}, {0, 0, 0, 0, 1}, {1, 0, 1, 2, 3}}[seed % 3];
+          c.seed = seed++;
+          out.push_back(c);
         }
   return out;
 }
 
 std::string name(const CacheCase& c) {
   return std::string(dtype_name(c.dtype)) + (c.layout == Layout::HTD ? " htd" : " thd") + " transform " +
-         std::to_string(int(c.transform)) + " zstd " + std::to_string(c.zstd_level) + " seed " +
+         std::to_string(int(c.transform)) + " zstd " + std::to_string(c.zstd_level) + (c.int2 ? " int2" : "") + " seed " +
          std::to_string(c.seed);
 }
 

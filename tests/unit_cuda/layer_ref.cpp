@@ -104,6 +104,30 @@ bool q4(const float* x, int n, uint8_t* packed, uint16_t* scale, uint16_t* minv)
   return true;
 }
 
+bool q2(const float* x, int n, uint8_t* packed, uint16_t* scale, uint16_t* minv) {
+  float mn = x[0], mx = x[0];
+  for (int i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i])) return false;
+    mn = std::min(mn, x[i]);
+    mx = std::max(mx, x[i]);
+  }
+  mn = mn + 0.0f;
+  mx = mx + 0.0f;
+  const uint16_t s16 = f32_to_f16(std::min((mx - mn) / 3.0f, kF16Max));
+  const uint16_t m16 = f32_to_f16(mn);
+  if ((m16 & 0x7fffu) == 0x7c00u) return false;
+  const float s = f16_to_f32(s16), m = f16_to_f32(m16);
+  const float inv = s > 0 ? 1.0f / s : 0.0f;
+  for (int i = 0; i < n; i += 4) {
+    int b = 0;
+    for (int j = 0; j < 4; ++j) b |= rne_clamped((x[i + j] - m) * inv, 0.0f, 3.0f) << (2 * j);
+    packed[i / 4] = uint8_t(b);
+  }
+  *scale = s16;
+  *minv = m16;
+  return true;
+}
+
 float dq8(int8_t q, uint16_t scale, float centre) { return std::fmaf(float(q), f16_to_f32(scale), centre); }
 
 float dq4(int q, uint16_t scale, uint16_t minv, const float* centre) {
@@ -127,13 +151,13 @@ bool encode_layer(const LayerPlan& plan, const void* k, const void* v, const uin
     const uint8_t* p = static_cast<const uint8_t*>(src) + row_index(g, h, t) * size_t(D) * es;
     for (int d = 0; d < D; ++d) x[size_t(d)] = load(p + size_t(d) * es, g.dtype);
   };
-  // Centres: f32(sum over K tokens at INT8/INT4, ascending, of f64(x) / f64(count)).
+  // Centres: f32(sum over K tokens at INT8/INT4/INT2, ascending, of f64(x) / f64(count)).
   if (g.centred()) {
-    const double count = double(plan.count[0][1] + plan.count[0][2]);
+    const double count = double(plan.count[0][1] + plan.count[0][2] + plan.count[0][4]);
     for (int h = 0; h < H; ++h) {
       std::vector<double> acc(size_t(D), 0.0);
       for (int t = 0; t < T; ++t) {
-        if (k_tiers[t] != 1 && k_tiers[t] != 2) continue;
+        if (k_tiers[t] != 1 && k_tiers[t] != 2 && k_tiers[t] != 4) continue;
         load_row(k, h, t);
         if (prerope) rope_undo(g, rope, t, x);
         for (int d = 0; d < D; ++d) acc[size_t(d)] += double(x[size_t(d)]) / count;
@@ -151,6 +175,8 @@ bool encode_layer(const LayerPlan& plan, const void* k, const void* v, const uin
     auto* s8 = reinterpret_cast<uint16_t*>(out.data() + plan.offset[size_t(base + kInt8Scales)]);
     uint8_t* q4v = out.data() + plan.offset[size_t(base + kInt4Values)];
     auto* p4 = reinterpret_cast<uint16_t*>(out.data() + plan.offset[size_t(base + kInt4Params)]);
+    uint8_t* q2v = out.data() + plan.offset[size_t(kv ? kVInt2Values : kKInt2Values)];
+    auto* p2 = reinterpret_cast<uint16_t*>(out.data() + plan.offset[size_t(kv ? kVInt2Params : kKInt2Params)]);
     const auto& n = plan.count[size_t(kv)];
     for (int h = 0; h < H; ++h) {
       uint64_t rank[kNumTiers] = {};
@@ -180,6 +206,13 @@ bool encode_layer(const LayerPlan& plan, const void* k, const void* v, const uin
           for (int gi = 0; gi < G; ++gi)
             row_ok = row_ok && q8(x.data() + gi * g.int8_group, g.int8_group,
                                   q8v + row * uint64_t(D) + uint64_t(gi * g.int8_group), s8 + row * uint64_t(G) + uint64_t(gi));
+        } else if (tier == 4) {
+          const int G = D / g.int2_group;
+          const uint64_t row = uint64_t(h) * n[4] + r;
+          for (int gi = 0; gi < G; ++gi)
+            row_ok = row_ok && q2(x.data() + gi * g.int2_group, g.int2_group,
+                                  q2v + (row * uint64_t(D) + uint64_t(gi * g.int2_group)) / 4,
+                                  p2 + 2 * (row * uint64_t(G) + uint64_t(gi)), p2 + 2 * (row * uint64_t(G) + uint64_t(gi)) + 1);
         } else {
           const int G = D / g.int4_group;
           const uint64_t row = uint64_t(h) * n[2] + r;
@@ -214,6 +247,8 @@ void decode_layer(const LayerPlan& plan, const uint8_t* payload, const float* ro
     const auto* s8 = reinterpret_cast<const uint16_t*>(payload + plan.offset[size_t(base + kInt8Scales)]);
     const uint8_t* q4v = payload + plan.offset[size_t(base + kInt4Values)];
     const auto* p4 = reinterpret_cast<const uint16_t*>(payload + plan.offset[size_t(base + kInt4Params)]);
+    const uint8_t* q2v = payload + plan.offset[size_t(kv ? kVInt2Values : kKInt2Values)];
+    const auto* p2 = reinterpret_cast<const uint16_t*>(payload + plan.offset[size_t(kv ? kVInt2Params : kKInt2Params)]);
     const auto& n = plan.count[size_t(kv)];
     uint8_t* dst_base = static_cast<uint8_t*>(kv ? v : k);
     for (int h = 0; h < H; ++h) {
@@ -240,6 +275,14 @@ void decode_layer(const LayerPlan& plan, const uint8_t* payload, const float* ro
           for (int d = 0; d < D; ++d)
             y[size_t(d)] = dq8(q8v[row * uint64_t(D) + uint64_t(d)], s8[row * uint64_t(G) + uint64_t(d / g.int8_group)],
                                c ? c[d] : 0.0f);
+        } else if (tier == 4) {
+          const int G = D / g.int2_group;
+          const uint64_t row = uint64_t(h) * n[4] + r;
+          for (int d = 0; d < D; ++d) {
+            const int q = (q2v[(row * uint64_t(D) + uint64_t(d)) / 4] >> ((d & 3) * 2)) & 3;
+            const uint64_t pi = 2 * (row * uint64_t(G) + uint64_t(d / g.int2_group));
+            y[size_t(d)] = dq4(q, p2[pi], p2[pi + 1], c ? c + d : nullptr);  // same formula
+          }
         } else {
           const int G = D / g.int4_group;
           const uint64_t row = uint64_t(h) * n[2] + r;

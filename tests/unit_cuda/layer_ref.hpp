@@ -14,6 +14,8 @@ namespace skv::cuda::ref {
 // skv.md "Quantization", one group; false when the group cannot be quantized.
 bool q8(const float* x, int n, int8_t* q, uint16_t* scale);
 bool q4(const float* x, int n, uint8_t* packed, uint16_t* scale, uint16_t* minv);
+// INT2 (format 1.1): as q4 with 3 steps; element 4i + j at bits 2j of byte i.
+bool q2(const float* x, int n, uint8_t* packed, uint16_t* scale, uint16_t* minv);
 float dq8(int8_t q, uint16_t scale, float centre);                  // fmaf(q, s, c)
 float dq4(int q, uint16_t scale, uint16_t minv, const float* centre);  // fmaf(q, s, m) [+ c]
 

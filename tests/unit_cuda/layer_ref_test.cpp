@@ -71,7 +71,57 @@ TEST(LayerPlan, OffsetsAndSizesFollowTheSpec) {
     EXPECT_EQ(u64_at(dir + 24 * s + 8), want[s]);
     EXPECT_EQ(u64_at(dir + 24 * s + 16), want[s]);
   }
-  for (size_t i = 13 * 24; i < kDirectoryBytes; ++i) EXPECT_EQ(dir[i], 0);
+  EXPECT_EQ(g.directory_bytes(), kDirectoryBytesNoInt2);
+  for (size_t i = 13 * 24; i < g.directory_bytes(); ++i) EXPECT_EQ(dir[i], 0);
+  for (int s = 13; s < kLayerStreams; ++s) EXPECT_EQ(p.size[size_t(s)], 0u) << "no INT2 streams";
+}
+
+// With INT2 declared (format 1.1): 17 streams after a 448-byte directory; streams 13..16 are
+// the K INT2 values (D/4 per head row) and (scale, min) pairs, then V's.
+TEST(LayerPlan, Int2StreamsFollowTheSpec) {
+  KvShape sh;
+  sh.layers = 1;
+  sh.kv_heads = 2;
+  sh.tokens = 5;
+  sh.head_dim = 16;
+  QuantSettings q;
+  q.int4_group = 8;
+  q.int2 = true;
+  q.int2_group = 8;
+  const LayerGeometry g = make_geometry(sh, Layout::HTD, q, RopeStyle::unknown, "test");
+  EXPECT_EQ(g.directory_bytes(), kDirectoryBytes);
+  EXPECT_EQ(g.streams(), 17);
+  const uint8_t km[] = {0, 4, 2, 4, 4}, vm[] = {4, 3, 1, 1, 0};
+  const LayerPlan p = plan_layer(g, km, vm, "test");
+  EXPECT_EQ(p.count[0][4], 3u);
+  EXPECT_EQ(p.count[1][4], 1u);
+  const uint64_t want[17] = {5, 5, 0,
+                             2 * 1 * 32, 0, 0, 2 * 1 * 8, 2 * 1 * 4 * 2,
+                             2 * 1 * 32, 2 * 2 * 16, 2 * 2 * 2 * 1, 0, 0,
+                             2 * 3 * 4, 2 * 3 * 4 * 2, 2 * 1 * 4, 2 * 1 * 4 * 2};
+  uint64_t pos = 448;
+  for (int s = 0; s < 17; ++s) {
+    EXPECT_EQ(p.size[size_t(s)], want[s]) << "stream " << s;
+    pos = (pos + 63) / 64 * 64;
+    EXPECT_EQ(p.offset[size_t(s)], pos) << "stream " << s;
+    pos += want[s];
+  }
+  EXPECT_EQ(p.payload_bytes, pos);
+  EXPECT_LE(p.payload_bytes, max_layer_bytes(g));
+  uint8_t dir[kDirectoryBytes];
+  write_directory(p, dir);
+  for (int s = 0; s < 17; ++s) EXPECT_EQ(u64_at(dir + 24 * s + 16), want[s]);
+  for (size_t i = 17 * 24; i < kDirectoryBytes; ++i) EXPECT_EQ(dir[i], 0);
+  // INT2 codes need the declaration; the group must be a multiple of 4 dividing D.
+  q.int2 = false;
+  const LayerGeometry g0 = make_geometry(sh, Layout::HTD, q, RopeStyle::unknown, "test");
+  EXPECT_THROW(plan_layer(g0, km, vm, "test"), Error);
+  q.int2 = true;
+  q.int2_group = 6;
+  EXPECT_THROW(make_geometry(sh, Layout::HTD, q, RopeStyle::unknown, "test"), Error);
+  q.int2_group = QuantSettings::kAutoGroup;
+  sh.head_dim = 80;
+  EXPECT_EQ(make_geometry(sh, Layout::HTD, q, RopeStyle::unknown, "test").int2_group, 16);  // gcd(32, 80)
 }
 
 TEST(LayerPlan, MaxLayerBytesBoundsEveryUniformPlan) {

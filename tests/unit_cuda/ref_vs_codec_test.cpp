@@ -44,13 +44,35 @@ std::vector<CacheCase> sweep() {
           c.seed = seed;
           out.push_back(c);
         }
+  // The same sweep with INT2 declared (format 1.1: 17 streams), INT2 tokens mixed in.
+  const std::vector<std::vector<double>> mixes2{{1, 1, 1, 1, 1}, {0, 0, 0, 0, 1}, {2, 1, 1, 1, 3}};
+  for (DType dt : {DType::F16, DType::BF16, DType::F32})
+    for (int D : {64, 80, 128})
+      for (Layout lay : {Layout::HTD, Layout::THD})
+        for (int ti = 0; ti < 4; ++ti, ++seed) {
+          CacheCase c;
+          c.dtype = dt;
+          c.head_dim = D;
+          c.layout = lay;
+          c.transform = ti == 0 ? KeyTransform::none : ti == 1 ? KeyTransform::centre : KeyTransform::prerope_centre;
+          c.rope_style = ti == 3 ? RopeStyle::gptj : RopeStyle::neox;
+          c.heads = 1 + int(seed % 3);
+          c.tokens = std::vector<int>{1, 2, 37, 301}[seed % 4];
+          c.int8_group = std::vector<int>{0, 16, D % 5 == 0 ? 5 : 1}[seed % 3];
+          c.int4_group = std::vector<int>{0, 16, 2}[(seed / 3) % 3];
+          c.int2 = true;
+          c.int2_group = std::vector<int>{QuantSettings::kAutoGroup, 16, 4, 0}[(seed / 2) % 4];
+          c.tier_odds = mixes2[seed % 3];
+          c.seed = seed;
+          out.push_back(c);
+        }
   return out;
 }
 
 std::string name(const CacheCase& c) {
   return "dtype " + std::string(dtype_name(c.dtype)) + " D " + std::to_string(c.head_dim) + " layout " +
          (c.layout == Layout::HTD ? "htd" : "thd") + " transform " + std::to_string(int(c.transform)) +
-         " seed " + std::to_string(c.seed);
+         (c.int2 ? " int2 group " + std::to_string(c.int2_group) : std::string()) + " seed " + std::to_string(c.seed);
 }
 
 std::vector<std::byte> encode_cpu(const TestCache& tc, const EncodeOptions& opts = {}) {

@@ -17,7 +17,9 @@ struct CacheCase {
   KeyTransform transform = KeyTransform::none;
   RopeStyle rope_style = RopeStyle::neox;
   int int8_group = 0, int4_group = 0, zstd_level = 0;
-  std::vector<double> tier_odds{1, 1, 1, 1};  // FP16, INT8, INT4, DROP
+  bool int2 = false;                          // declare INT2 (format 1.1)
+  int int2_group = QuantSettings::kAutoGroup;
+  std::vector<double> tier_odds{1, 1, 1, 1};  // FP16, INT8, INT4, DROP (, INT2)
   uint32_t seed = 1;
 };
 
@@ -40,6 +42,8 @@ struct TestCache {
     q.int4_group = c.int4_group;
     q.key_transform = c.transform;
     q.zstd_level = c.zstd_level;
+    q.int2 = c.int2;
+    q.int2_group = c.int2_group;
     geo = make_geometry(s, c.layout, q, c.rope_style, "test");
     cache.shape = s;
     cache.layout = c.layout;

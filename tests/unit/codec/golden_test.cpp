@@ -63,6 +63,19 @@ std::vector<GoldenCase> cases() {
     p.quant.zstd_level = 3;
     v.push_back({"f16_thd_zstd", false, std::move(oc), p});
   }
+  {
+    // Format 1.1: INT2 declared (17 streams per layer, 112-byte trailer), INT2 among all tiers.
+    auto oc = make_cache(2, 2, 9, 64, DType::F16, Layout::HTD, 105, 2.0f);
+    Plan p = random_plan(2, 9, 5);
+    Rng rng(6);
+    for (auto* tiers : {&p.k_tiers, &p.v_tiers})
+      for (Tier& t : *tiers)
+        if (rng.below(3) == 0) t = Tier::INT2;
+    p.quant.int2 = true;
+    p.quant.int2_group = 16;
+    p.quant.key_transform = KeyTransform::centre;
+    v.push_back({"f16_htd_int2_centre", true, std::move(oc), p});
+  }
   return v;
 }
 

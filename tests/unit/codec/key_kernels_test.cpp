@@ -146,6 +146,30 @@ TEST_F(KeyKernels, EncodeAndDecodeMatchReferenceBitForBit) {
         }
       }
     }
+
+    // INT2 (format 1.1): groups of whole rows, 32, 16, 8 and 4 (4 takes the scalar fallback).
+    for (int g : {c.d, 32, 16, 8, 4}) {
+      if (c.d % g || g % 4) continue;
+      const int ng = c.d / g;
+      const std::string wg = where + " int2 g=" + std::to_string(g);
+      std::vector<uint8_t> pa(size_t(c.rows) * size_t(c.d / 4)), pb(pa.size());
+      std::vector<uint16_t> ma(size_t(c.rows) * size_t(2 * ng)), mb(ma.size());
+      ASSERT_EQ(-1, ref.q2(src.data(), c.type, stride, c.rows, c.d, su.rope, cp, g, pa.data(), ma.data())) << wg;
+      ASSERT_EQ(-1, simd->q2(src.data(), c.type, stride, c.rows, c.d, su.rope, cp, g, pb.data(), mb.data())) << wg;
+      ASSERT_EQ(pa, pb) << "q2 " << wg;
+      ASSERT_EQ(ma, mb) << "q2 " << wg;
+      for (RowType out : {RowType::f16, RowType::bf16, RowType::f32}) {
+        const size_t rb = size_t(c.d) * type_size(out);
+        std::vector<std::byte> ya(rb), yb(rb);
+        for (int r = 0; r < c.rows; ++r) {
+          RowRope rr = su.rope;
+          if (rr.cs) rr.cs += size_t(r) * rr.step, rr.sn += size_t(r) * rr.step;
+          ref.dq2(pa.data() + size_t(r) * size_t(c.d / 4), c.d, g, ma.data() + size_t(r) * size_t(2 * ng), cp, rr, out, ya.data());
+          simd->dq2(pa.data() + size_t(r) * size_t(c.d / 4), c.d, g, ma.data() + size_t(r) * size_t(2 * ng), cp, rr, out, yb.data());
+          ASSERT_EQ(ya, yb) << "dq2 " << wg << " row " << r << " out " << type_name(out);
+        }
+      }
+    }
   }
 }
 
@@ -223,6 +247,8 @@ TEST_F(KeyKernels, UnstorableRowsAreRefusedAtTheSameRow) {
         EXPECT_EQ(4, k->q8(src.data(), t, stride, c.rows, c.d, su.rope, centre.data(), 128, q.data(), sc.data()))
             << k->name << " " << c.name();
         EXPECT_EQ(4, k->q4(src.data(), t, stride, c.rows, c.d, su.rope, centre.data(), 32, p.data(), sc.data()))
+            << k->name << " " << c.name();
+        EXPECT_EQ(4, k->q2(src.data(), t, stride, c.rows, c.d, su.rope, centre.data(), 32, p.data(), sc.data()))
             << k->name << " " << c.name();
       }
     }

@@ -1,5 +1,5 @@
 // The CUDA codec for one layer: device K/V -> the raw LAYR payload of formats/skv.md (directory,
-// 13 streams, zero padding), and back. Bytes are identical to the CPU codec's: the kernels
+// 13 streams, or 17 with INT2, zero padding), and back. Bytes are identical to the CPU codec's: the kernels
 // restate quant.hpp / skv.md operation by operation with explicitly rounded intrinsics.
 //
 // FlashInfer/nvcomp style: the caller owns all memory, asks for sizes first, then calls the
@@ -32,7 +32,7 @@ struct LayerInputs {
 };
 
 // Writes the layer's raw payload (plan.payload_bytes bytes) to `payload`: directory, tier maps,
-// K centres, then the tier streams, with zero padding between streams. Five kernel launches.
+// K centres, then the tier streams, with zero padding between streams. Five kernel launches (six with INT2).
 void encode_layer_async(const LayerPlan& plan, const LayerInputs& in, uint8_t* payload,
                         size_t payload_capacity, void* workspace, size_t workspace_size,
                         cudaStream_t stream);
@@ -46,7 +46,7 @@ struct LayerOutputs {
 
 // Decodes a raw payload laid out by `plan` (the stream contents of a LAYR section after any zstd
 // stage was undone; the directory bytes are not read). DROP tokens decode to zeros.
-// `rope` as for encode (prerope_centre only). Five kernel launches.
+// `rope` as for encode (prerope_centre only). Up to six kernel launches.
 void decode_layer_async(const LayerPlan& plan, const uint8_t* payload, const float* rope,
                         const LayerOutputs& out, void* workspace, size_t workspace_size,
                         cudaStream_t stream);
@@ -54,7 +54,7 @@ void decode_layer_async(const LayerPlan& plan, const uint8_t* payload, const flo
 // What the last encode/decode that used `workspace` found in the data.
 struct LayerStatus {
   int bad_kv = -1, bad_head = -1, bad_token = -1;  // first row that cannot be quantized
-  int bad_tier = -1;                               // and its tier (1 INT8, 2 INT4)
+  int bad_tier = -1;                               // and its tier (1 INT8, 2 INT4, 4 INT2)
   bool map_mismatch = false;  // device tier maps hold a bad code or disagree with the plan
   bool ok() const { return bad_kv < 0 && !map_mismatch; }
 };

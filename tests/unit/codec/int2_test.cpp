@@ -356,7 +356,7 @@ TEST(Int2Container, TransformedKeysRoundTrip) {
   for (KeyTransform kt : {KeyTransform::centre, KeyTransform::prerope_centre})
     for (DType dt : {DType::BF16, DType::F32}) {
       auto oc = make_cache(1, 2, 40, 64, dt, Layout::THD, 77, 6.0f);
-      oc.cache.meta.rope_theta = 10000.0;
+      oc.cache.meta.rope_theta = {10000.0};
       oc.cache.meta.rope_style = RopeStyle::gptj;
       Plan p = Plan::uniform(1, 40, Tier::INT2);
       p.quant.int2 = true;

@@ -200,14 +200,14 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
   const int L = c.shape.layers, H = c.shape.kv_heads, T = c.shape.tokens, D = c.shape.head_dim;
   const bool rope = c.meta.prerope_ok(c.shape);
   const detail::ErrorSetup s = detail::make_error_setup(c, q, KeyTransform::none);
-  // A sample of unpinned tokens, evenly spread, the same in every head: about 32k rows over the
-  // whole cache (32 to 256 a head, at most a sixteenth of the tokens) decide one global choice;
-  // more would only cost time.
+  // A sample of unpinned tokens, evenly spread, the same in every head: about 16k rows over the
+  // whole cache (32 to 128 a head, at most a sixteenth of the tokens) decide one global choice
+  // between errors that differ by factors (a step must cut a quarter); more would only cost time.
   std::vector<int> cand;
   for (int t = 0; t < T; ++t)
     if (pinned.empty() || !pinned[size_t(t)]) cand.push_back(t);
   if (cand.empty()) cand.push_back(T - 1);
-  const int per_head = int(std::min<int64_t>(std::clamp<int64_t>(32768 / (int64_t(L) * H), 32, 256),
+  const int per_head = int(std::min<int64_t>(std::clamp<int64_t>(16384 / (int64_t(L) * H), 32, 128),
                                              std::max(32, T / 16)));
   std::vector<int> sample;
   const size_t n = std::min(cand.size(), size_t(per_head));

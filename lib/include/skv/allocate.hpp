@@ -130,7 +130,7 @@ Distortion measure_distortion_fused(const KvCache& cache, const ScoreOptions& sc
                                     const ErrorOptions& o = {}, std::vector<uint8_t>* pinned = nullptr);
 
 // Query-weighted squared key error (INT8 + INT4, summed, analytic) of a sample of unpinned tokens
-// (about 32k rows over the cache, 32 to 256 a head and at most a sixteenth of the tokens, centres taken over the sample) under each
+// (about 16k rows over the cache, 32 to 128 a head and at most a sixteenth of the tokens, centres taken over the sample) under each
 // key transform, indexed by KeyTransform; -1 where the transform is unavailable (prerope_centre
 // without rope_theta and a known rope_style). Each sampled row is read once and measured under
 // every transform; layer_done (may be empty) runs as for ErrorOptions::layer_done.

@@ -345,7 +345,6 @@ void HeadPass::weights() {
     order.resize(size_t(start[kBuckets]));
     for (int t = 0; t < T; ++t)
       if (bucket[size_t(t)] >= 0) order[size_t(start[size_t(bucket[size_t(t)])]++)] = t;
-    std::fill(drop_mass.begin(), drop_mass.end(), INFINITY);
     for (int t : order) drop_mass[size_t(t)] = 0;
     for (int r = 0; r < R_; ++r) {
       const float* p = &S_[size_t(r) * T];
@@ -355,9 +354,8 @@ void HeadPass::weights() {
         drop_mass[size_t(t)] = std::max(drop_mass[size_t(t)], lost);
       }
     }
-    // The running max over the order (each query's running sum is non-decreasing, their maximum too).
-    float worst = 0;
-    for (int t : order) drop_mass[size_t(t)] = worst = std::max(worst, drop_mass[size_t(t)]);
+    // Each query's running sum never decreases along the order, so neither does their maximum:
+    // the masses are already a prefix bound.
   }
   if (weight_ != 1.0f) {
     scale_row(share.data(), T, weight_);

@@ -6,7 +6,6 @@
 #include <memory>
 #include <vector>
 
-#include "blas_threads.hpp"
 #include "distortion_head.hpp"
 #include "layer_walk.hpp"
 #include "row_convert.hpp"
@@ -166,7 +165,6 @@ Distortion measure_distortion_fused(const KvCache& c, const ScoreOptions& so, co
   const detail::QuerySample qs = detail::sample_queries(sh.q_heads / H, sh.window, so.query_sample);
   TermTable table(c, o.threads);
   detail::ScratchPool<detail::HeadPass> pool;
-  const detail::SingleThreadedBlas one_blas_thread;
   auto task = [&](int l, int h) {
     std::unique_ptr<detail::HeadPass> scratch = pool.take();
     detail::HeadPass& hp = *scratch;
@@ -262,17 +260,16 @@ std::array<double, 3> key_transform_errors(const KvCache& c, const QuantSettings
       }
       for (int d = 0; d < D; ++d) mean[size_t(d)] += x[d];
     }
-    std::vector<float> k(static_cast<size_t>(D));
     detail::RowErrorModel error(D, s.g8, s.g4, 0, w);
+    std::vector<float> centre(static_cast<size_t>(D));
     for (int v = 0; v < variants; ++v) {
       const float* base = &rows[(v == 2 ? m : 0) * D];
+      for (int d = 0; d < D; ++d) centre[size_t(d)] = v == 0 ? 0.0f : float(mean[size_t((v == 2 ? D : 0) + d)] / double(m));
       double acc = 0;
       for (size_t i = 0; i < m; ++i) {
-        for (int d = 0; d < D; ++d)
-          k[size_t(d)] = base[i * D + d] - (v == 0 ? 0.0f : float(mean[size_t((v == 2 ? D : 0) + d)] / double(m)));
         double e8 = 0, e4 = 0, e2 = 0;
         float dev;
-        error(k.data(), nullptr, nullptr, e8, e4, e2, dev);
+        error(base + i * D, v == 0 ? nullptr : centre.data(), nullptr, e8, e4, e2, dev);
         acc += e8 + e4;
       }
       per[size_t(v) * tasks + size_t(l) * H + h] = acc;

@@ -1,7 +1,5 @@
 #include "head_pass.hpp"
 
-#include <cblas.h>
-
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -79,8 +77,12 @@ bool RowErrorModel::operator()(const float* x, const float* c, const float* m, d
                                float& dev) {
   if (!exact_ && g8_ % g4_ == 0 && g4_ % 8 == 0 && (g2_ == g4_ || g2_ == 0))
     return row_errors(x, c, m, n_, g8_, g4_, ws8_.data(), ws4_.data(), e8, e4, e2, dev);
-  for (int i = 0; i < n_; ++i) y_[size_t(i)] = m ? x[i] - m[i] : x[i];
-  dev = sum_squares(y_.data(), n_);
+  if (m) {
+    for (int i = 0; i < n_; ++i) y_[size_t(i)] = x[i] - m[i];
+    dev = sum_squares(y_.data(), n_);
+  } else {
+    dev = 0;
+  }
   for (int i = 0; i < n_; ++i) y_[size_t(i)] = c ? x[i] - c[i] : x[i];
   if (!all_finite(y_.data(), n_)) return false;
   e8 = group_error(y_.data(), n_, g8_, w_, 127, exact_);
@@ -145,8 +147,8 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
   R_ = qs ? int(qs->rows.size()) : 0;
   pinned_ = pinned;
   weight_ = qs ? qs->weight : 1.0f;
-  K_.resize(size_t(T) * D);
-  V_.resize(size_t(T) * D);
+  kb_.resize(size_t(kRows) * D);
+  vb_.resize(size_t(kRows) * D);
   absent_.assign(size_t(T), 0);
   bad_.assign(size_t(T), 0);
   ksum_.assign(size_t(D), 0.0);
@@ -172,28 +174,34 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
     }
     S_.resize(size_t(R_) * T);
   }
-  const bool prerope = setup && setup->tf == KeyTransform::prerope_centre;
+  prerope_ = setup && setup->tf == KeyTransform::prerope_centre ? &*setup->rope : nullptr;
   double v2 = 0;
-  // Blocks of rows: converted, their logits taken (one small sgemm, on the keys as stored), then
-  // checked, summed and moved into the transform's space while still in cache. The sums go
-  // through f32 per block (exact enough for a mean; cheaper than f64 per element).
-  constexpr int kBlock = 512;
+  // One streaming pass in blocks of kRows rows, converted into L1-sized buffers: their logits
+  // (on the keys as stored), finiteness, |v|^2, and the key / value sums (keys moved into the
+  // transform's space first). The sums go through f32 per kSumRows rows (exact enough for a mean;
+  // cheaper than f64 per element). Nothing of the head is kept but these: second() reads the
+  // rows again (from cache: a head is a few MiB).
   std::vector<float> kacc(static_cast<size_t>(D)), vacc(static_cast<size_t>(D));
-  for (int t0 = 0; t0 < T; t0 += kBlock) {
-    const int n = std::min(kBlock, T - t0);
-    for (int t = t0; t < t0 + n; ++t) {
-      load_row(c.row(l, false, h, t), s.dtype, D, &K_[size_t(t) * D]);
-      load_row(c.row(l, true, h, t), s.dtype, D, &V_[size_t(t) * D]);
+  std::vector<uint8_t> use(static_cast<size_t>(kRows));
+  for (int t0 = 0; t0 < T; t0 += kRows) {
+    const int n = std::min(kRows, T - t0);
+    if (t0 % kSumRows == 0) {
+      std::fill(kacc.begin(), kacc.end(), 0.0f);
+      std::fill(vacc.begin(), vacc.end(), 0.0f);
     }
-    if (R_ > 0)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R_, n, D, 1.0f, Q_.data(), D, &K_[size_t(t0) * D], D,
-                  0.0f, &S_[size_t(t0)], T);
-    std::fill(kacc.begin(), kacc.end(), 0.0f);
-    std::fill(vacc.begin(), vacc.end(), 0.0f);
-    for (int t = t0; t < t0 + n; ++t) {
-      float* k = &K_[size_t(t) * D];
-      float* v = &V_[size_t(t) * D];
-      const bool use = !absent_[size_t(t)] && (pinned.empty() || !pinned[size_t(t)]);
+    for (int i = 0; i < n; ++i) {
+      load_row(c.row(l, false, h, t0 + i), s.dtype, D, &kb_[size_t(i) * D]);
+      load_row(c.row(l, true, h, t0 + i), s.dtype, D, &vb_[size_t(i) * D]);
+    }
+    if (R_ > 0) block_logits(Q_.data(), R_, kb_.data(), n, D, &S_[size_t(t0)], T);
+    // Finiteness and |v|^2 block by block; row by row only in a block that holds a non-finite value.
+    float ss = 0;
+    const bool fine = all_finite(kb_.data(), n * D) && finite_sum_squares32(vb_.data(), n * D, ss) && std::isfinite(ss);
+    if (fine) v2 += ss;
+    for (int i = 0; i < n && !fine; ++i) {
+      const int t = t0 + i;
+      float* k = &kb_[size_t(i) * D];
+      float* v = &vb_[size_t(i) * D];
       float r2 = 0;
       const bool kfin = all_finite(k, D), vfin = finite_sum_squares(v, D, r2);
       bad_[size_t(t)] = !(kfin && vfin);
@@ -207,19 +215,42 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
         }
         v2 += r;
       }
-      if (prerope) setup->rope->layer(l).rotate(k, t, true);
-      if (use && !bad_[size_t(t)]) {
-        add_row(kacc.data(), k, D);
-        add_row(vacc.data(), v, D);
-        ++nsum_;
+    }
+    for (int i = 0; i < n; ++i) {
+      const int t = t0 + i;
+      use[size_t(i)] = !absent_[size_t(t)] && (pinned.empty() || !pinned[size_t(t)]) && !bad_[size_t(t)];
+      if (use[size_t(i)] && prerope_) prerope_->layer(l).rotate(&kb_[size_t(i) * D], t, true);
+      nsum_ += use[size_t(i)];
+    }
+    add_rows(kacc.data(), kb_.data(), n, D, use.data());
+    add_rows(vacc.data(), vb_.data(), n, D, use.data());
+    if ((t0 + n) % kSumRows == 0 || t0 + n == T)
+      for (int d = 0; d < D; ++d) {
+        ksum_[size_t(d)] += kacc[size_t(d)];
+        vsum_[size_t(d)] += vacc[size_t(d)];
       }
-    }
-    for (int d = 0; d < D; ++d) {
-      ksum_[size_t(d)] += kacc[size_t(d)];
-      vsum_[size_t(d)] += vacc[size_t(d)];
-    }
   }
   v2_ = v2;
+}
+
+int HeadPass::rows(int t0, bool keys, bool values) {
+  const int n = std::min(kRows, T_ - t0);
+  const DType dt = c_->shape.dtype;
+  for (int i = 0; i < n; ++i) {
+    const int t = t0 + i;
+    if (keys) {
+      float* k = &kb_[size_t(i) * D_];
+      load_row(c_->row(l_, false, h_, t), dt, D_, k);
+      if (prerope_ && !bad_[size_t(t)]) prerope_->layer(l_).rotate(k, t, true);
+    }
+    if (values) {
+      float* v = &vb_[size_t(i) * D_];
+      load_row(c_->row(l_, true, h_, t), dt, D_, v);
+      if (bad_[size_t(t)])
+        for (int d = 0; d < D_; ++d) v[d] = std::isfinite(v[d]) ? v[d] : 0.0f;
+    }
+  }
+  return n;
 }
 
 void HeadPass::attend() {
@@ -251,21 +282,19 @@ void HeadPass::second(bool outputs, const ErrorSetup* setup, const std::vector<f
                       bool exact) {
   const int T = T_, D = D_;
   outputs = outputs && R_ > 0;
-  if (outputs) {  // o_r = p_r V
-    O_.resize(size_t(R_) * D);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R_, D, T, 1.0f, S_.data(), T, V_.data(), D, 0.0f,
-                O_.data(), D);
-  }
   if (setup) {
     if (nsum_ == 0) {  // every token pinned: take the mean over all present finite tokens
-      for (int t = 0; t < T; ++t)
-        if (!absent_[size_t(t)] && !bad_[size_t(t)]) {
-          for (int d = 0; d < D; ++d) {
-            ksum_[size_t(d)] += K_[size_t(t) * D + d];
-            vsum_[size_t(d)] += V_[size_t(t) * D + d];
+      for (int t0 = 0; t0 < T; t0 += kRows) {
+        const int n = rows(t0, true, true);
+        for (int i = 0; i < n; ++i)
+          if (!absent_[size_t(t0 + i)] && !bad_[size_t(t0 + i)]) {
+            for (int d = 0; d < D; ++d) {
+              ksum_[size_t(d)] += kb_[size_t(i) * D + d];
+              vsum_[size_t(d)] += vb_[size_t(i) * D + d];
+            }
+            ++nsum_;
           }
-          ++nsum_;
-        }
+      }
     }
     err_.assign(size_t(T), RawErrors{});
   }
@@ -278,12 +307,15 @@ void HeadPass::second(bool outputs, const ErrorSetup* setup, const std::vector<f
   std::vector<float> Ck = C;
   if (setup && Ck.empty()) {  // isotropic queries whose logits spread by logit_spread over tokens
     double k2 = 0;
-    for (int t = 0; t < T; ++t)
-      if (!absent_[size_t(t)] && !bad_[size_t(t)])
-        for (int d = 0; d < D; ++d) {
-          const double x = double(K_[size_t(t) * D + d]) - centre[size_t(d)];
-          k2 += x * x;
-        }
+    for (int t0 = 0; t0 < T; t0 += kRows) {
+      const int m = rows(t0, true, false);
+      for (int i = 0; i < m; ++i)
+        if (!absent_[size_t(t0 + i)] && !bad_[size_t(t0 + i)])
+          for (int d = 0; d < D; ++d) {
+            const double x = double(kb_[size_t(i) * D + d]) - centre[size_t(d)];
+            k2 += x * x;
+          }
+    }
     const double spread = k2 / n;
     Ck.assign(size_t(D), float(logit_spread * logit_spread / std::max(spread, 1e-20)));
   }
@@ -293,14 +325,21 @@ void HeadPass::second(bool outputs, const ErrorSetup* setup, const std::vector<f
     ve.emplace(D, setup->g8, setup->g4, setup->g2, nullptr, exact);
     ke.emplace(D, setup->g8, setup->g4, setup->g2, Ck.data(), exact);
   }
-  for (int t = 0; t < T && setup; ++t) {
-    const float* v = &V_[size_t(t) * D];
-    if (absent_[size_t(t)] || bad_[size_t(t)]) continue;
-    double v8, v4, v2, k8, k4, k2;
-    float vdev, kdev;
-    (*ve)(v, nullptr, vbar.data(), v8, v4, v2, vdev);  // the values' errors, and their deviation from the mean
-    (*ke)(&K_[size_t(t) * D], centred ? centre.data() : nullptr, nullptr, k8, k4, k2, kdev);
-    err_[size_t(t)] = {float(v8), float(v4), vdev, float(k8), float(k4), float(v2), float(k2)};
+  if (outputs) O_.assign(size_t(R_) * D, 0.0f);
+  if (!setup && !outputs) return;
+  // The second streaming pass: o_r = p_r V block by block, and each token's raw errors.
+  for (int t0 = 0; t0 < T; t0 += kRows) {
+    const int m = rows(t0, setup != nullptr, true);
+    if (outputs) block_pv(&S_[size_t(t0)], R_, T, vb_.data(), m, D, O_.data());
+    for (int i = 0; i < m && setup; ++i) {
+      const int t = t0 + i;
+      if (absent_[size_t(t)] || bad_[size_t(t)]) continue;
+      double v8, v4, v2, k8, k4, k2;
+      float vdev, kdev;
+      (*ve)(&vb_[size_t(i) * D], nullptr, vbar.data(), v8, v4, v2, vdev);  // the values' errors, and their deviation from the mean
+      (*ke)(&kb_[size_t(i) * D], centred ? centre.data() : nullptr, nullptr, k8, k4, k2, kdev);
+      err_[size_t(t)] = {float(v8), float(v4), vdev, float(k8), float(k4), float(v2), float(k2)};
+    }
   }
 }
 

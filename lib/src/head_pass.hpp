@@ -43,7 +43,7 @@ ErrorSetup make_error_setup(const KvCache& c, const QuantSettings& q, KeyTransfo
 
 // Squared errors of rows x - c at INT8 / INT4 with channel weights w (null: 1), any groups
 // (analytic: step^2 / 12 per element; exact: the reference quantizers), and dev = |x - m|^2
-// (c, m may be null: 0). operator() returns false when x - c is not finite.
+// (c may be null: 0; m null: dev = 0). operator() returns false when x - c is not finite.
 class RowErrorModel {
  public:
   // g2 = 0: no INT2 error (e2 = 0).
@@ -92,10 +92,17 @@ class HeadPass {
 
  private:
   const KvCache* c_ = nullptr;
+  static constexpr int kRows = 64;       // rows per streamed block (two blocks fit L1 / L2)
+  static constexpr int kSumRows = 512;   // rows per f32 partial sum (a multiple of kRows)
+  // Rows t0.. of the block (at most kRows) into kb_ / vb_: keys in the transform's space, values
+  // with non-finite entries zeroed (as load() left them). Returns how many.
+  int rows(int t0, bool keys, bool values);
+
   int l_ = 0, h_ = 0, T_ = 0, D_ = 0, W_ = 0, R_ = 0;
   float weight_ = 1;
+  const RopeTables* prerope_ = nullptr;
   std::vector<int> qrow_;            // window position of each sampled query
-  std::vector<float> K_, V_;         // [T, D]
+  std::vector<float> kb_, vb_;       // [kRows, D]: the block being read
   std::vector<uint8_t> absent_, bad_, pinned_;
   std::vector<double> ksum_, vsum_;  // over present, finite, unpinned rows
   double nsum_ = 0, v2_ = 0;

@@ -1,6 +1,7 @@
 #include "plan_kernels.hpp"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 
 #include "cpu_features.hpp"
@@ -76,12 +77,13 @@ void scale_row(float* row, int n, float s) noexcept {
 }
 
 int top_k(const float* row, int n, int k, int32_t* idx, float* val) noexcept {
-  // A sorted list of the best k so far; most values fail the threshold test and cost one compare.
+  // A sorted list of the best k so far; most values fail the threshold test and cost one compare
+  // (with AVX2, one compare per 8 values: the list is the same either way).
   int m = 0;
   float thr = -INFINITY;  // the list's smallest value once it is full
-  for (int t = 0; t < n; ++t) {
+  auto offer = [&](int t) {
     const float x = row[t];
-    if (!(x > thr) || x == -INFINITY) continue;
+    if (!(x > thr) || x == -INFINITY) return;
     int i = m < k ? m++ : k - 1;  // full: the last (smallest) entry leaves
     while (i > 0 && val[i - 1] < x) {  // equal values stay in index order
       val[i] = val[i - 1];
@@ -91,7 +93,19 @@ int top_k(const float* row, int n, int k, int32_t* idx, float* val) noexcept {
     val[i] = x;
     idx[i] = int32_t(t);
     if (m == k) thr = val[k - 1];
-  }
+  };
+  int t = 0;
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2())
+    for (; t + 8 <= n; t += 8) {
+      unsigned hits = avx2::above(row + t, thr);
+      while (hits) {
+        offer(t + std::countr_zero(hits));
+        hits &= hits - 1;
+      }
+    }
+#endif
+  for (; t < n; ++t) offer(t);
   return m;
 }
 
@@ -133,7 +147,7 @@ bool row_errors(const float* x, const float* c, const float* m, int n, int g8, i
   if (use_avx2()) return avx2::row_errors(x, c, m, n, g8, g4, ws8, ws4, e8, e4, e2, dev);
 #endif
   e8 = e4 = e2 = 0;
-  float am8 = 0, d2[kLanes] = {};
+  float am8 = 0, d2[2 * kLanes] = {};
   for (int s = 0, k = 0; s < n; s += g4, ++k) {
     float mn = INFINITY, mx = -INFINITY, a = 0;  // min / max / max |y| are exact whatever the order
     for (int i = 0; i < g4; ++i) {
@@ -142,11 +156,14 @@ bool row_errors(const float* x, const float* c, const float* m, int n, int g8, i
       mn = std::min(mn, y);
       mx = std::max(mx, y);
       a = std::max(a, std::fabs(y));
-      const float z = m ? x[s + i] - m[s + i] : x[s + i];
-      d2[(s + i) % kLanes] += z * z;
+      if (m) {
+        const float z = x[s + i] - m[s + i];
+        d2[(s + i) % (2 * kLanes)] += z * z;
+      }
     }
-    lanes::add_group_errors(mn, mx, a, k, g8 / g4, ws8, ws4, am8, e8, e4, e2);
+    lanes::add_group_errors(mn, mx, a, ws4[k], (k + 1) % (g8 / g4) == 0, ws8[k / (g8 / g4)], am8, e8, e4, e2);
   }
+  for (int l = 0; l < kLanes; ++l) d2[l] += d2[l + kLanes];  // the two partial sums, lane by lane
   dev = lane_sum(d2);
   return true;
 }
@@ -175,6 +192,53 @@ void add_row(float* acc, const float* x, int n) noexcept {
   if (use_avx2()) return avx2::add_row(acc, x, n);
 #endif
   for (int i = 0; i < n; ++i) acc[i] += x[i];
+}
+
+void add_rows(float* acc, const float* X, int n, int D, const uint8_t* use) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::add_rows(acc, X, n, D, use);
+#endif
+  for (int i = 0; i < n; ++i)
+    if (use[i])
+      for (int d = 0; d < D; ++d) acc[d] += X[size_t(i) * D + d];
+}
+
+bool finite_sum_squares32(const float* x, int n, float& ss) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::finite_sum_squares32(x, n, ss);
+#endif
+  float s[32] = {}, z[32] = {};
+  for (int i = 0; i < n; ++i) {
+    s[i % 32] += x[i] * x[i];
+    z[i % 32] += x[i] * 0.0f;
+  }
+  float a = 0, b = 0;
+  for (int l = 0; l < 32; ++l) {
+    a += s[l];
+    b += z[l];
+  }
+  ss = a;
+  return b == 0.0f;
+}
+
+void block_logits(const float* Q, int R, const float* K, int n, int D, float* S, int ldS) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2() && D % 8 == 0) return avx2::block_logits(Q, R, K, n, D, S, ldS);
+#endif
+  for (int r = 0; r < R; ++r)
+    for (int t = 0; t < n; ++t) S[size_t(r) * ldS + t] = lanes::dot8(Q + size_t(r) * D, K + size_t(t) * D, D);
+}
+
+void block_pv(const float* P, int R, int ldP, const float* V, int n, int D, float* O) noexcept {
+#ifdef SKV_PLAN_AVX2
+  if (use_avx2()) return avx2::block_pv(P, R, ldP, V, n, D, O);
+#endif
+  for (int r = 0; r < R; ++r)
+    for (int d = 0; d < D; ++d) {
+      float o = O[size_t(r) * D + d];
+      for (int i = 0; i < n; ++i) o = std::fma(P[size_t(r) * ldP + i], V[size_t(i) * D + d], o);
+      O[size_t(r) * D + d] = o;
+    }
 }
 
 }  // namespace skv::detail

@@ -42,10 +42,30 @@ bool finite_sum_squares(const float* x, int n, float& ss) noexcept;
 // acc[i] += x[i] for i < n.
 void add_row(float* acc, const float* x, int n) noexcept;
 
+// acc[d] += X[i * D + d] for each row i < n with use[i], rows in order (the additions of add_row
+// row by row).
+void add_rows(float* acc, const float* X, int n, int D, const uint8_t* use) noexcept;
+
+// finite_sum_squares over 32 lanes (element i into lane i mod 32; lanes added in order): for
+// whole blocks of rows, where one 8-lane chain would wait on its own additions.
+bool finite_sum_squares32(const float* x, int n, float& ss) noexcept;
+
+// Logits of a block of keys: S[r * ldS + t] = sum_d Q[r * D + d] * K[t * D + d] for r < R,
+// t < n. Each dot product takes 8 lanes of fused multiply-adds over d (d mod 8), added as
+// ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)); D % 8 != 0: one fused sum in d order.
+// Written here rather than through BLAS: with a few queries, sgemm spends as long packing the
+// keys as multiplying them.
+void block_logits(const float* Q, int R, const float* K, int n, int D, float* S, int ldS) noexcept;
+
+// Outputs of a block of values: O[r * D + d] += sum_i P[r * ldP + i] * V[i * D + d] for r < R,
+// one fused multiply-add per i in increasing i (so a pass block by block adds in token order).
+void block_pv(const float* P, int R, int ldP, const float* V, int n, int D, float* O) noexcept;
+
 // Analytic squared errors of the row y = x - c (c may be null: y = x) quantized at INT8
 // (symmetric, groups of g8), INT4 and INT2 (asymmetric min/max, groups of g4): each element errs by
 // step^2 / 12, step the group's scale (its f16 rounding left out). ws8 / ws4 hold each group's
-// summed channel weight divided by 12. dev = sum (x - m)^2 (m may be null: 0). g8 must be a multiple of g4,
+// summed channel weight divided by 12. dev = sum (x - m)^2 (m may be null: dev = 0), over 16 lanes
+// (d mod 16) folded to 8 (lane l + lane l + 8) and added in order. g8 must be a multiple of g4,
 // g4 a multiple of 8. Returns false when y is not finite.
 bool row_errors(const float* x, const float* c, const float* m, int n, int g8, int g4, const double* ws8, const double* ws4,
                 double& e8, double& e4, double& e2, float& dev) noexcept;

@@ -42,22 +42,38 @@ inline void add_weights(const float* p, int n, float w, float* share, float* qua
   }
 }
 
-// One INT4 group (index k) with min mn, max mx and max |x| a: its error and its INT2 error, and the INT8 group's
-// once its last INT4 group (per8 of them make one) is in. ws8 / ws4: each group's summed channel
-// weight / 12 (a uniform error of step^2 / 12 per element). The scales' f16 rounding (under 0.05%
-// of a step in the normal range) is left out.
-inline void add_group_errors(float mn, float mx, float a, int k, int per8, const double* ws8, const double* ws4,
-                             float& am8, double& e8, double& e4, double& e2) {
+// One INT4 group with min mn, max mx and max |x| a, of summed channel weight / 12 w4: its error
+// and its INT2 error, and, when it closes an INT8 group (`close`, of weight / 12 w8), that
+// group's. (Weights / 12: a uniform error of step^2 / 12 per element.) The scales' f16 rounding
+// (under 0.05% of a step in the normal range) is left out.
+inline void add_group_errors(float mn, float mx, float a, double w4, bool close, double w8, float& am8, double& e8,
+                             double& e4, double& e2) {
   const float step4 = std::min((mx - mn) * (1.0f / 15.0f), 65504.0f);
   const float step2 = std::min((mx - mn) * (1.0f / 3.0f), 65504.0f);  // INT2: the same groups, 4 levels
-  e4 += ws4[k] * double(step4 * step4);
-  e2 += ws4[k] * double(step2 * step2);
+  e4 += w4 * double(step4 * step4);
+  e2 += w4 * double(step2 * step2);
   am8 = std::max(am8, a);
-  if ((k + 1) % per8 == 0) {
+  if (close) {
     const float step8 = std::min(am8 * (1.0f / 127.0f), 65504.0f);
-    e8 += ws8[k / per8] * double(step8 * step8);
+    e8 += w8 * double(step8 * step8);
     am8 = 0;
   }
+}
+
+// The fixed reduction of 8 lanes that the logits take.
+inline float tree8(const float* a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
+
+// One dot product as block_logits() computes it.
+inline float dot8(const float* q, const float* k, int D) {
+  if (D % 8) {
+    float s = 0;
+    for (int d = 0; d < D; ++d) s = std::fma(q[d], k[d], s);
+    return s;
+  }
+  float a[8] = {};
+  for (int d = 0; d < D; d += 8)
+    for (int l = 0; l < 8; ++l) a[l] = std::fma(q[d + l], k[d + l], a[l]);
+  return tree8(a);
 }
 
 }  // namespace lanes
@@ -73,6 +89,11 @@ bool row_errors(const float* x, const float* c, const float* m, int n, int g8, i
                 double& e8, double& e4, double& e2, float& dev) noexcept;
 bool finite_sum_squares(const float* x, int n, float& ss) noexcept;
 void add_row(float* acc, const float* x, int n) noexcept;
+void add_rows(float* acc, const float* X, int n, int D, const uint8_t* use) noexcept;
+bool finite_sum_squares32(const float* x, int n, float& ss) noexcept;
+void block_logits(const float* Q, int R, const float* K, int n, int D, float* S, int ldS) noexcept;
+void block_pv(const float* P, int R, int ldP, const float* V, int n, int D, float* O) noexcept;
+unsigned above(const float* x, float thr) noexcept;  // bit i: x[i] > thr (8 values)
 }  // namespace avx2
 
 }  // namespace skv::detail

@@ -1,12 +1,10 @@
 #include "skv/score.hpp"
 
-#include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
 #include <numeric>
 
-#include "blas_threads.hpp"
 #include "head_pass.hpp"
 #include "layer_walk.hpp"
 #include "row_convert.hpp"
@@ -95,7 +93,6 @@ Scores score_tokens(const KvCache& c, const ScoreOptions& o) {
       out.top.assign(size_t(L) * H * size_t(out.group_queries) * detail::kTopK, Scores::Top{});
     }
     detail::ScratchPool<detail::HeadPass> pool;
-    const detail::SingleThreadedBlas one_blas_thread;
     const detail::QuerySample queries =
         use == Scorer::attention ? detail::sample_queries(s.q_heads / H, s.window, o.query_sample) : detail::QuerySample{};
     out.query_weight = queries.weight;

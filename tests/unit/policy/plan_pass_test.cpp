@@ -136,6 +136,52 @@ TEST(PlanKernels, Avx2EqualsPortable) {
       r.push_back(ss);
       r.push_back(detail::sum_squares(x.data(), n));
       r.push_back(float(detail::all_finite(x.data(), n)));
+      {  // top_k with ties (rounded values) and -inf entries
+        std::vector<float> row(x);
+        for (float& v : row) v = std::round(v);
+        row[2] = -INFINITY;
+        int32_t idx[16];
+        float val[16];
+        const int got = detail::top_k(row.data(), n, 16, idx, val);
+        for (int j = 0; j < got; ++j) r.push_back(float(idx[j])), r.push_back(val[j]);
+      }
+      r.push_back(float(detail::finite_sum_squares32(x.data(), n, ss)));
+      r.push_back(ss);
+      // Logits of 5 queries (c, m and x rotated) against 7 keys of n dims, the key rows x shifted.
+      std::vector<float> Q, K, S(5 * 7);
+      for (int q = 0; q < 5; ++q)
+        for (int d = 0; d < n; ++d) Q.push_back(q % 2 ? c[(d + q) % n] : m[(d + 3 * q) % n] + x[d]);
+      for (int t = 0; t < 7; ++t)
+        for (int d = 0; d < n; ++d) K.push_back(x[(d + t) % n] * float(t + 1) / 3);
+      detail::block_logits(Q.data(), 5, K.data(), 7, n, S.data(), 7);
+      for (int q = 0; q < 5; ++q)
+        for (int t = 0; t < 7; ++t) {
+          double want = 0, mag = 0;
+          for (int d = 0; d < n; ++d) {
+            want += double(Q[size_t(q * n + d)]) * K[size_t(t * n + d)];
+            mag += std::fabs(double(Q[size_t(q * n + d)]) * K[size_t(t * n + d)]);
+          }
+          EXPECT_NEAR(S[size_t(q * 7 + t)], want, 1e-6 * mag + 1e-30) << "query " << q << " key " << t;
+        }
+      r.insert(r.end(), S.begin(), S.end());
+      {  // outputs of the 5 queries' rows S (as weights) over the 7 key rows (as values)
+        std::vector<float> O(size_t(5) * n, 0.5f);
+        detail::block_pv(S.data(), 5, 7, K.data(), 7, n, O.data());
+        for (int q = 0; q < 5; ++q)
+          for (int d = 0; d < n; ++d) {
+            double want = 0.5, mag = 0.5;
+            for (int t = 0; t < 7; ++t) {
+              want += double(S[size_t(q * 7 + t)]) * K[size_t(t * n + d)];
+              mag += std::fabs(double(S[size_t(q * 7 + t)]) * K[size_t(t * n + d)]);
+            }
+            EXPECT_NEAR(O[size_t(q * n + d)], want, 1e-6 * mag) << "query " << q << " dim " << d;
+          }
+        r.insert(r.end(), O.begin(), O.end());
+      }
+      std::vector<float> acc(c);
+      const std::vector<uint8_t> use = {1, 0, 1, 1, 0, 1, 1};
+      detail::add_rows(acc.data(), K.data(), 7, n, use.data());
+      r.insert(r.end(), acc.begin(), acc.end());
       if (n % 8 == 0) {
         double e8 = 0, e4 = 0, e2 = 0;
         float dev = 0;

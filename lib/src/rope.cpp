@@ -1,5 +1,9 @@
 #include "rope.hpp"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "cpu_features.hpp"
 
 #include <algorithm>
@@ -76,10 +80,42 @@ void rotate_generic(float* x, const float* cs, const float* sn, int half, int st
 }
 
 #if defined(__x86_64__)
+// NeoX pairs (j, j + half) are contiguous: eight at a time, the same two roundings per element
+// as rotate() (the product, then the fused multiply-add), so the same bits.
 template <bool Undo>
-__attribute__((target("fma"))) void rotate_fma(float* x, const float* cs, const float* sn, int half,
-                                               int step, int off) {
-  rotate<Undo>(x, cs, sn, half, step, off);
+__attribute__((target("avx2,fma"))) void rotate_fma(float* x, const float* cs, const float* sn, int half,
+                                                    int step, int off) {
+  int j = 0;
+  if (step == 1 && off == half)
+    for (; j + 8 <= half; j += 8) {
+      const __m256 a = _mm256_loadu_ps(x + j), b = _mm256_loadu_ps(x + half + j);
+      const __m256 c = _mm256_loadu_ps(cs + j), s = _mm256_loadu_ps(sn + j);
+      const __m256 neg = _mm256_set1_ps(-0.0f);
+      __m256 a1, b1;
+      if (Undo) {
+        a1 = _mm256_fmadd_ps(a, c, _mm256_mul_ps(b, s));
+        b1 = _mm256_fmadd_ps(b, c, _mm256_xor_ps(_mm256_mul_ps(a, s), neg));
+      } else {
+        a1 = _mm256_fmadd_ps(a, c, _mm256_xor_ps(_mm256_mul_ps(b, s), neg));
+        b1 = _mm256_fmadd_ps(b, c, _mm256_mul_ps(a, s));
+      }
+      _mm256_storeu_ps(x + j, a1);
+      _mm256_storeu_ps(x + half + j, b1);
+    }
+  // The rest (and GPT-J's interleaved pairs) element by element.
+  if (j == 0) return rotate<Undo>(x, cs, sn, half, step, off);
+  for (; j < half; ++j) {
+    float& a = x[j];
+    float& b = x[j + half];
+    const float a0 = a, b0 = b;
+    if (Undo) {
+      a = std::fmaf(a0, cs[j], b0 * sn[j]);
+      b = std::fmaf(b0, cs[j], -(a0 * sn[j]));
+    } else {
+      a = std::fmaf(a0, cs[j], -(b0 * sn[j]));
+      b = std::fmaf(b0, cs[j], a0 * sn[j]);
+    }
+  }
 }
 #endif
 

@@ -165,19 +165,17 @@ SKV_AVX2 inline void reduce4(__m256 a, __m256 b, __m256 c, __m256 d, float* out)
 }
 
 namespace {
-// Min, max and max |y| of one group of g elements of y = x - c, its NaNs into `nan`, its
-// (x - m)^2 into d2a / d2b by element index mod 16.
+// Min and max of one group of g elements of y = x - c, its NaNs into `nan`, its (x - m)^2 into
+// d2a / d2b by element index mod 16. (max |y| = max(max y, -min y): no third reduction.)
 template <bool C, bool M>
 SKV_AVX2 inline void group_stats(const float* x, const float* c, const float* m, int s, int g, __m256& lo, __m256& hi,
-                                 __m256& am, __m256& nan, __m256& d2a, __m256& d2b) {
-  const __m256 sign = _mm256_set1_ps(-0.0f);
-  lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY), am = _mm256_setzero_ps();
+                                 __m256& nan, __m256& d2a, __m256& d2b) {
+  lo = _mm256_set1_ps(INFINITY), hi = _mm256_set1_ps(-INFINITY);
   for (int i = 0; i < g; i += 8) {
     const __m256 xv = _mm256_loadu_ps(x + s + i);
     const __m256 v = C ? _mm256_sub_ps(xv, _mm256_loadu_ps(c + s + i)) : xv;
     lo = _mm256_min_ps(lo, v);
     hi = _mm256_max_ps(hi, v);
-    am = _mm256_max_ps(am, _mm256_andnot_ps(sign, v));
     nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     if (M) {
       const __m256 z = _mm256_sub_ps(xv, _mm256_loadu_ps(m + s + i));
@@ -198,20 +196,20 @@ SKV_AVX2 bool row_errors_t(const float* x, const float* c, const float* m, int n
   // registers. An infinite y shows in its group's max |y|.
   __m256 d2a = _mm256_setzero_ps(), d2b = d2a, nan = d2a;
   const int groups = n / g4, per8 = g8 / g4;
-  // Groups two at a time: one reduction takes -min and max of both, another max |y| of both.
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  // Groups two at a time: one reduction takes -min and max of both.
   for (int k = 0; k < groups; k += 2) {
-    __m256 lo0, hi0, am0, lo1, hi1, am1;
-    group_stats<C, M>(x, c, m, k * g4, g4, lo0, hi0, am0, nan, d2a, d2b);
-    if (k + 1 < groups) group_stats<C, M>(x, c, m, (k + 1) * g4, g4, lo1, hi1, am1, nan, d2a, d2b);
-    else lo1 = lo0, hi1 = hi0, am1 = am0;
-    const __m256 sign = _mm256_set1_ps(-0.0f);
-    float r[4], a[4];
+    __m256 lo0, hi0, lo1, hi1;
+    group_stats<C, M>(x, c, m, k * g4, g4, lo0, hi0, nan, d2a, d2b);
+    if (k + 1 < groups) group_stats<C, M>(x, c, m, (k + 1) * g4, g4, lo1, hi1, nan, d2a, d2b);
+    else lo1 = lo0, hi1 = hi0;
+    float r[4];
     reduce4<true>(_mm256_xor_ps(lo0, sign), _mm256_xor_ps(lo1, sign), hi0, hi1, r);
-    reduce4<true>(am0, am1, am0, am1, a);
     for (int j = 0; j < 2 && k + j < groups; ++j) {
-      if (!(a[j] <= 3.40282347e38f)) return false;
+      const float a = std::max(std::max(r[2 + j], r[j]), 0.0f);  // max |y|, as max(|y|) from 0
+      if (!(a <= 3.40282347e38f)) return false;
       const bool close = ++in8 == per8;
-      lanes::add_group_errors(-r[j], r[2 + j], a[j], ws4[k + j], close, ws8[k8], am8, s8, s4, s2);
+      lanes::add_group_errors(-r[j], r[2 + j], a, ws4[k + j], close, ws8[k8], am8, s8, s4, s2);
       if (close) in8 = 0, ++k8;
     }
   }

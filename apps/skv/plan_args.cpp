@@ -55,8 +55,8 @@ void add_plan_options(CLI::App& sub, PlanArgs& a, bool with_budget) {
                  "zstd level for every stream (0 = off); a stream stays raw when zstd does not shrink it")
       ->check(CLI::Range(0, 22));
   sub.add_option("--plan", a.plan,
-                 "Planning effort: fast (default: attention from a sample of the window queries, about "
-                 "an encode pass) or thorough (every window query; several times slower)")
+                 "Planning effort: fast (default: attention from an evenly spread sample of the window "
+                 "queries) or thorough (every window query; several times slower on GQA models)")
       ->check(CLI::IsMember({"fast", "thorough"}));
   sub.add_option("--plan-queries", a.plan_queries,
                  "Window queries per kv head that fast planning scores (default " + std::to_string(kPlanQueries) +

@@ -189,10 +189,8 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
       std::fill(kacc.begin(), kacc.end(), 0.0f);
       std::fill(vacc.begin(), vacc.end(), 0.0f);
     }
-    for (int i = 0; i < n; ++i) {
-      load_row(c.row(l, false, h, t0 + i), s.dtype, D, &kb_[size_t(i) * D]);
-      load_row(c.row(l, true, h, t0 + i), s.dtype, D, &vb_[size_t(i) * D]);
-    }
+    load_block(t0, n, false, kb_.data());
+    load_block(t0, n, true, vb_.data());
     if (R_ > 0) block_logits(Q_.data(), R_, kb_.data(), n, D, &S_[size_t(t0)], T);
     // Finiteness and |v|^2 block by block; row by row only in a block that holds a non-finite value.
     float ss = 0;
@@ -233,21 +231,22 @@ void HeadPass::load(const KvCache& c, int l, int h, const QuerySample* qs, const
   v2_ = v2;
 }
 
+void HeadPass::load_block(int t0, int n, bool values, float* out) const {
+  const DType dt = c_->shape.dtype;
+  if (c_->layout == Layout::HTD) return load_row(c_->row(l_, values, h_, t0), dt, n * D_, out);  // contiguous rows
+  for (int i = 0; i < n; ++i) load_row(c_->row(l_, values, h_, t0 + i), dt, D_, out + size_t(i) * D_);
+}
+
 int HeadPass::rows(int t0, bool keys, bool values) {
   const int n = std::min(kRows, T_ - t0);
-  const DType dt = c_->shape.dtype;
+  if (keys) load_block(t0, n, false, kb_.data());
+  if (values) load_block(t0, n, true, vb_.data());
   for (int i = 0; i < n; ++i) {
     const int t = t0 + i;
-    if (keys) {
-      float* k = &kb_[size_t(i) * D_];
-      load_row(c_->row(l_, false, h_, t), dt, D_, k);
-      if (prerope_ && !bad_[size_t(t)]) prerope_->layer(l_).rotate(k, t, true);
-    }
-    if (values) {
+    if (keys && prerope_ && !bad_[size_t(t)]) prerope_->layer(l_).rotate(&kb_[size_t(i) * D_], t, true);
+    if (values && bad_[size_t(t)]) {
       float* v = &vb_[size_t(i) * D_];
-      load_row(c_->row(l_, true, h_, t), dt, D_, v);
-      if (bad_[size_t(t)])
-        for (int d = 0; d < D_; ++d) v[d] = std::isfinite(v[d]) ? v[d] : 0.0f;
+      for (int d = 0; d < D_; ++d) v[d] = std::isfinite(v[d]) ? v[d] : 0.0f;
     }
   }
   return n;

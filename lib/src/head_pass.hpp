@@ -97,6 +97,7 @@ class HeadPass {
   // Rows t0.. of the block (at most kRows) into kb_ / vb_: keys in the transform's space, values
   // with non-finite entries zeroed (as load() left them). Returns how many.
   int rows(int t0, bool keys, bool values);
+  void load_block(int t0, int n, bool values, float* out) const;  // rows t0..t0+n of K or V as f32
 
   int l_ = 0, h_ = 0, T_ = 0, D_ = 0, W_ = 0, R_ = 0;
   float weight_ = 1;

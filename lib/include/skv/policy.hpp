@@ -45,7 +45,7 @@ struct PolicyOptions {
   ScoreOptions scoring;      // scorer, pooling, granularity, sinks, recent pins
   // Window queries per kv head that attention-based planning scores (ScoreOptions::query_sample,
   // which this overrides): the attention products are most of a plan's cost. 0 = every window
-  // query (the "thorough" plan). The default keeps planning at about an encode pass.
+  // query (the "thorough" plan).
   int plan_queries = kPlanQueries;
   // False when a probe found INT4 harmful for this model: spectrum and greedy stay 2-tier.
   bool int4_safe = true;

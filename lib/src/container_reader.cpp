@@ -49,7 +49,12 @@ struct ContainerReader::Impl {
   int H = 0, T = 0, D = 0, g8 = 0, g4 = 0, g2 = 0;
   RowBytes rb;
   bool centred = false;
-  std::unique_ptr<detail::RopeTables> ropes;  // prerope_centre: one table per distinct layer RoPE
+  // prerope_centre: cos/sin tables of every position (4 T D bytes each), one per distinct layer
+  // RoPE, built only when a decoded layer holds quantized keys: from the manifest alone, a few
+  // hundred bytes claiming 2^24 tokens would allocate gigabytes. At most kMaxRopes are kept.
+  static constexpr size_t kMaxRopes = 4;
+  std::vector<std::unique_ptr<detail::RopeTable>> ropes;
+  const detail::RopeTable* rope = nullptr;  // the layer being decoded: its table, or null
   bool int2 = false;            // the manifest declares quant.int2 (format 1.1)
   int ns = kStreams;            // streams per layer
   uint64_t dir_bytes = kDirSize;
@@ -60,6 +65,8 @@ struct ContainerReader::Impl {
   // In-memory input: the next layer's payload hash, computed while this layer decodes.
   struct Prehash { const uint8_t* p = nullptr; uint64_t len = 0, hash = 0; } prehash;
   std::vector<uint8_t> unpacked[kMaxStreams];
+  struct FreeDctx { void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); } };
+  std::unique_ptr<ZSTD_DCtx, FreeDctx> dctx;
   const uint8_t* stream[kMaxStreams] = {};
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
@@ -83,6 +90,23 @@ struct ContainerReader::Impl {
       got += k;
     }
     pos += len;
+  }
+
+  // Reads len bytes into payload_buf without trusting len (a header's claim): a size the input
+  // cannot hold is refused before allocating when the input knows its size, else the buffer
+  // grows only as bytes arrive (at most doubling what has arrived).
+  void read_bounded(uint64_t len, const std::string& what) {
+    const std::optional<uint64_t> left = in.remaining();
+    if (left && len > *left)
+      bad(Errc::truncated, "input ends inside " + what + " (" + std::to_string(len) + " bytes claimed at byte " +
+                               std::to_string(pos) + ", " + std::to_string(*left) + " left)");
+    constexpr uint64_t kStep = uint64_t(64) << 20;
+    for (uint64_t got = 0; got < len;) {
+      const uint64_t upto = left ? len : std::min(len, std::max(kStep, 2 * got));
+      if (payload_buf.size() < upto) payload_buf.resize(size_t(upto));
+      read_exact(payload_buf.data() + got, upto - got, what.c_str());
+      got = upto;
+    }
   }
 
   // The next len input bytes in place, when the input is in memory and holds them at an
@@ -130,8 +154,7 @@ struct ContainerReader::Impl {
     const uint64_t padded = align64(s.size);
     payload = borrow(padded);
     if (!payload) {
-      payload_buf.resize(size_t(padded));
-      read_exact(payload_buf.data(), padded, ("section " + tag_str(s.tag)).c_str());
+      read_bounded(padded, "section " + tag_str(s.tag));
       payload = payload_buf.data();
     }
     const bool pre = payload == prehash.p && padded == prehash.len;
@@ -235,9 +258,6 @@ struct ContainerReader::Impl {
     dir_bytes = dir_size(int2);
     rb = row_bytes(D, g8, g4, g2);
     centred = info.quant.key_transform != KeyTransform::none;
-    if (info.quant.key_transform == KeyTransform::prerope_centre) {
-      ropes = std::make_unique<detail::RopeTables>(info.rope, info.shape.layers, D, T);
-    }
     const uint64_t HT = uint64_t(H) * uint64_t(T);
     max_layer_payload = dir_bytes + uint64_t(ns) * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
                         2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2] +
@@ -272,10 +292,73 @@ struct ContainerReader::Impl {
       stream[s] = payload + off;
       return;
     }
-    unpacked[s].resize(size_t(raw));
-    const size_t r = ZSTD_decompress(unpacked[s].data(), size_t(raw), payload + off, size_t(stored));
-    if (ZSTD_isError(r) || r != raw) bad(Errc::format, where + ": zstd frame does not decode to its size");
+    if (!inflate(payload + off, stored, raw, unpacked[s]))
+      bad(Errc::format, where + ": zstd frame does not decode to its size");
     stream[s] = unpacked[s].data();
+  }
+
+  // One zstd frame of exactly raw bytes into out. The tier maps' raw size is a claim: out grows
+  // to it only as the frame proves it by decoding (at most doubling what it has produced), so a
+  // few bytes claiming gigabytes cost nothing. A buffer that an earlier layer already grew
+  // decodes in one pass.
+  bool inflate(const uint8_t* src, uint64_t stored, uint64_t raw, std::vector<uint8_t>& out) {
+    if (out.size() >= raw) {
+      const size_t r = ZSTD_decompress(out.data(), size_t(raw), src, size_t(stored));
+      return !ZSTD_isError(r) && r == raw;
+    }
+    if (!dctx) dctx.reset(ZSTD_createDCtx());
+    ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_only);
+    ZSTD_inBuffer ib{src, size_t(stored), 0};
+    ZSTD_outBuffer ob{nullptr, 0, 0};
+    for (;;) {
+      if (ob.pos == ob.size && ob.size < raw) {
+        out.resize(size_t(std::min<uint64_t>(raw, std::max<uint64_t>(uint64_t(1) << 20, 2 * ob.pos))));
+        ob.dst = out.data();
+        ob.size = out.size();
+      }
+      const size_t in0 = ib.pos, out0 = ob.pos;
+      const size_t r = ZSTD_decompressStream(dctx.get(), &ob, &ib);
+      if (ZSTD_isError(r)) return false;
+      if (r == 0) return ob.pos == raw && ib.pos == ib.size;  // the frame ended
+      if (ib.pos == in0 && ob.pos == out0) return false;      // stuck: input ended, or more than raw
+    }
+  }
+
+  // Decoded numbers a writer never makes (formats/skv.md, "Conformance"): INT8 scales and the
+  // scales of INT4/INT2 (scale, min) pairs finite and not negative, the minimums and key centres
+  // finite; anything else decodes to NaN, infinity or sign-flipped rows. One branch-free pass
+  // over the parameter streams (a few percent of a layer) before anything is dequantized.
+  void check_params(int l) const {
+    auto where = [&](int s, const char* what) {
+      const char* side = (s >= kVBase && s < kKQ2) || s >= kVQ2 ? "V" : "K";
+      return "layer " + std::to_string(l) + " stream " + std::to_string(s) + " (" + side + " " + what + ")";
+    };
+    const int k8 = int(kKBase) + int(kS8), v8 = int(kVBase) + int(kS8);
+    const int k4 = int(kKBase) + int(kP4), v4 = int(kVBase) + int(kP4);
+    for (int s = k8; s < ns; ++s) {
+      const bool scales = s == k8 || s == v8;
+      if (!scales && !(s == k4 || s == v4 || s == kKP2 || s == kVP2)) continue;
+      // INT8: one f16 scale a group; INT4/INT2: (scale, min) pairs, read as one u32 each.
+      const uint64_t count = expected_raw(s) / (scales ? 2 : 4);
+      uint32_t odd = 0;
+      if (scales) {
+        const auto* p = reinterpret_cast<const uint16_t*>(stream[s]);
+        for (uint64_t i = 0; i < count; ++i) odd |= uint32_t((p[i] & 0x7c00) == 0x7c00) | (p[i] & 0x8000u);
+      } else {
+        const auto* p = reinterpret_cast<const uint32_t*>(stream[s]);
+        for (uint64_t i = 0; i < count; ++i)
+          odd |= uint32_t((p[i] & 0x7c00u) == 0x7c00u) | (p[i] & 0x8000u) | uint32_t((p[i] & 0x7c000000u) == 0x7c000000u);
+      }
+      if (odd)
+        bad(Errc::format, where(s, scales ? "INT8 scales" : s >= kKQ2 ? "INT2 parameters" : "INT4 parameters") +
+             (scales ? ": a scale is NaN, infinite or negative" : ": a scale is NaN, infinite or negative, or a minimum is not finite"));
+    }
+    if (centred) {
+      const auto* c = reinterpret_cast<const uint32_t*>(stream[kKCentre]);
+      uint32_t odd = 0;
+      for (uint64_t i = 0, hd = uint64_t(H) * uint64_t(D); i < hd; ++i) odd |= uint32_t((c[i] & 0x7f800000u) == 0x7f800000u);
+      if (odd) bad(Errc::format, where(kKCentre, "centres") + ": a centre is NaN or infinite");
+    }
   }
 
   void parse_layer(int l, uint64_t size) {
@@ -323,6 +406,7 @@ struct ContainerReader::Impl {
       }
     }
     for (int s = kKCentre; s < ns; ++s) unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
+    check_params(l);
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kNumTiers; ++t) (kv ? seen.v : seen.k)[size_t(t)] += n[kv][t];
     for (int s = 0; s < ns; ++s) {
@@ -349,7 +433,7 @@ struct ContainerReader::Impl {
     const float* centre = kv == 0 && centred
                               ? reinterpret_cast<const float*>(stream[kKCentre]) + size_t(h) * size_t(D)
                               : nullptr;
-    const detail::RopeTable* rp = kv == 0 && ropes ? &ropes->layer(next - 1) : nullptr;  // this layer's
+    const detail::RopeTable* rp = kv == 0 ? rope : nullptr;
     const bool htd = info.layout == Layout::HTD;
     std::byte* dst0 = out.data.data() + (htd ? size_t(h) * size_t(T) : size_t(h)) * row_bytes_out;
     const size_t dst_step = htd ? row_bytes_out : row_bytes_out * size_t(H);
@@ -477,6 +561,13 @@ struct ContainerReader::Impl {
     }
     if (info.tiers.k != seen.k || info.tiers.v != seen.v)
       bad(Errc::format, "trailer: tier counts disagree with the tier maps");
+    // The budgets are what a writer computes (formats/skv.md, "TRLR"); never NaN or negative.
+    if (info.achieved_budget != double(info.total_bytes) / double(info.shape.fp16_bytes()))
+      bad(Errc::format, "trailer: achieved_budget is not total_bytes / FP16 bytes");
+    if (!(info.nominal_budget >= 0 && info.nominal_budget <= 1))
+      bad(Errc::format, "trailer: nominal_budget is not a number in 0..1");
+    if (info.raw_bytes < info.total_bytes)
+      bad(Errc::format, "trailer: raw_bytes is less than total_bytes");
     if (info.has_drops != (seen.k[size_t(Tier::DROP)] + seen.v[size_t(Tier::DROP)] > 0))
       bad(Errc::format, "manifest: 'drops' disagrees with the tier maps");
     s = next_known();
@@ -544,6 +635,17 @@ struct ContainerReader::Impl {
     return true;
   }
 
+  // Layer l's RoPE table under prerope_centre (else null), built on first use.
+  const detail::RopeTable* rope_for(int l) {
+    if (info.quant.key_transform != KeyTransform::prerope_centre) return nullptr;
+    const RopeParams p = info.rope.rope_for_layer(l);
+    for (const auto& t : ropes)
+      if (t->params() == p) return t.get();
+    if (ropes.size() == kMaxRopes) ropes.erase(ropes.begin());
+    ropes.push_back(std::make_unique<detail::RopeTable>(p, info.rope.rope_style, D, info.rope.position_offset, T));
+    return ropes.back().get();
+  }
+
   bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {
     if (done) return false;
     const DType dt = want.value_or(info.shape.dtype);
@@ -561,6 +663,7 @@ struct ContainerReader::Impl {
     }
     out.q.reset();
     out.mask.reset();
+    rope = n[0][size_t(Tier::INT8)] + n[0][size_t(Tier::INT4)] + n[0][size_t(Tier::INT2)] > 0 ? rope_for(l) : nullptr;
     // Task 0 hashes the next layer's payload (in-memory input) while this one decodes.
     parallel_for(1 + 2 * H, threads, [&](int task) {
       if (task == 0) return hash_ahead();

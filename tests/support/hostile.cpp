@@ -62,11 +62,13 @@ std::vector<std::byte> layer_claims_4g() {
   return f;
 }
 
-std::vector<std::byte> rope_table_2p24() {
-  EditableContainer c = EditableContainer::parse(base_container(true));
-  c.set_manifest(claim_tokens(c, int64_t(1) << 24));
+std::vector<std::byte> claims_tokens(int64_t tokens, bool prerope) {
+  EditableContainer c = EditableContainer::parse(base_container(prerope));
+  c.set_manifest(claim_tokens(c, tokens));
   return c.seal();
 }
+
+std::vector<std::byte> rope_table_2p24() { return claims_tokens(int64_t(1) << 24, true); }
 
 std::vector<std::byte> zstd_claims_4g() {
   EditableContainer c = EditableContainer::parse(base_container());

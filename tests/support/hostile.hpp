@@ -22,6 +22,9 @@ std::vector<std::byte> with_manifest(const std::function<void(nlohmann::json&)>&
 // Manifest claims 2^24 tokens; the LAYR 0 header that follows claims a payload of ~4 GiB, and
 // the file ends there (about 1 KB in all).
 std::vector<std::byte> layer_claims_4g();
+// base_container() whose manifest claims `tokens` tokens (shapes to match); the layers are the
+// base's, so the first layer is rejected.
+std::vector<std::byte> claims_tokens(int64_t tokens, bool prerope = false);
 // Manifest with prerope_centre and 2^24 tokens (a 4 GiB RoPE table if built from the manifest);
 // the layers are the base's, so the first layer is rejected.
 std::vector<std::byte> rope_table_2p24();

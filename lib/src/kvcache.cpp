@@ -59,6 +59,25 @@ bool classify(const std::string& name, int& layer, Slot& slot, bool& hf) {
   return true;
 }
 
+// A name that is a KV tensor name but for its spelling (layers.01.k, layers.1.K, Layers.1.k,
+// layers.-1.k, past_key_values.+2.Key): left out silently, its layer would look missing or be
+// lost, so such a name is an error.
+bool near_miss(const std::string& name) {
+  std::string s;
+  for (char c : name) s += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  std::string_view rest = s;
+  if (rest.starts_with("layers.")) rest.remove_prefix(7);
+  else if (rest.starts_with("past_key_values.")) rest.remove_prefix(16);
+  else return false;
+  const size_t dot = rest.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string_view num = rest.substr(0, dot);
+  const std::string_view field = rest.substr(dot + 1);
+  if (!num.empty() && (num[0] == '-' || num[0] == '+')) num.remove_prefix(1);
+  if (num.empty() || num.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  return field == "k" || field == "v" || field == "q" || field == "mask" || field == "key" || field == "value";
+}
+
 int to_int(int64_t v, const std::string& src, const std::string& what,
            int64_t max = std::numeric_limits<int>::max()) {
   if (v <= 0 || v > max)
@@ -378,7 +397,13 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
     int layer;
     Slot slot;
     bool hf;
-    if (!classify(t.name, layer, slot, hf)) continue;  // unrelated tensors are allowed
+    if (!classify(t.name, layer, slot, hf)) {
+      if (near_miss(t.name))
+        fail(Errc::format, source,
+             "tensor " + q(t.name) + " is named like a KV tensor but not as one (layers.{L}.k/v/q/mask or "
+             "past_key_values.{L}.key/value: lowercase, L a layer number without sign or leading zeros); rename it");
+      continue;  // unrelated tensors are allowed
+    }
     if (naming >= 0 && naming != int(hf))
       fail(Errc::format, source,
            "tensor " + q(t.name) + " mixes HuggingFace past_key_values.* and canonical layers.* names");

@@ -10,6 +10,7 @@
 #include "container_format.hpp"
 #include "hash.hpp"
 #include "key_rows.hpp"
+#include "param_check.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -326,39 +327,35 @@ struct ContainerReader::Impl {
 
   // Decoded numbers a writer never makes (formats/skv.md, "Conformance"): INT8 scales and the
   // scales of INT4/INT2 (scale, min) pairs finite and not negative, the minimums and key centres
-  // finite; anything else decodes to NaN, infinity or sign-flipped rows. One branch-free pass
-  // over the parameter streams (a few percent of a layer) before anything is dequantized.
-  void check_params(int l) const {
-    auto where = [&](int s, const char* what) {
-      const char* side = (s >= kVBase && s < kKQ2) || s >= kVQ2 ? "V" : "K";
-      return "layer " + std::to_string(l) + " stream " + std::to_string(s) + " (" + side + " " + what + ")";
-    };
-    const int k8 = int(kKBase) + int(kS8), v8 = int(kVBase) + int(kS8);
-    const int k4 = int(kKBase) + int(kP4), v4 = int(kVBase) + int(kP4);
-    for (int s = k8; s < ns; ++s) {
-      const bool scales = s == k8 || s == v8;
-      if (!scales && !(s == k4 || s == v4 || s == kKP2 || s == kVP2)) continue;
-      // INT8: one f16 scale a group; INT4/INT2: (scale, min) pairs, read as one u32 each.
-      const uint64_t count = expected_raw(s) / (scales ? 2 : 4);
-      uint32_t odd = 0;
-      if (scales) {
-        const auto* p = reinterpret_cast<const uint16_t*>(stream[s]);
-        for (uint64_t i = 0; i < count; ++i) odd |= uint32_t((p[i] & 0x7c00) == 0x7c00) | (p[i] & 0x8000u);
-      } else {
-        const auto* p = reinterpret_cast<const uint32_t*>(stream[s]);
-        for (uint64_t i = 0; i < count; ++i)
-          odd |= uint32_t((p[i] & 0x7c00u) == 0x7c00u) | (p[i] & 0x8000u) | uint32_t((p[i] & 0x7c000000u) == 0x7c000000u);
-      }
-      if (odd)
-        bad(Errc::format, where(s, scales ? "INT8 scales" : s >= kKQ2 ? "INT2 parameters" : "INT4 parameters") +
-             (scales ? ": a scale is NaN, infinite or negative" : ": a scale is NaN, infinite or negative, or a minimum is not finite"));
+  // finite; anything else decodes to NaN, infinity or sign-flipped rows. Returns the first
+  // parameter stream of side kv (0 K, 1 V) whose slice for heads [h0, h1) breaks this, or -1:
+  // every such stream is [H][...], and each decode task checks its own head's slice
+  // (param_check.hpp: a vectorised pass over a few percent of the layer, just before use).
+  int bad_params(int kv, int h0, int h1) const {
+    const int base = kv ? kVBase : kKBase;
+    const int ids[] = {kv ? -1 : int(kKCentre), base + int(kS8), base + int(kP4), kv ? int(kVP2) : int(kKP2)};
+    for (int s : ids) {
+      if (s < 0 || s >= ns || (s == kKCentre && !centred)) continue;
+      const uint64_t per_head = expected_raw(s) / uint64_t(H);
+      const uint8_t* p0 = stream[s] + uint64_t(h0) * per_head;
+      const uint64_t count = uint64_t(h1 - h0) * per_head / (s == base + int(kS8) ? 2 : 4);
+      const bool ok = s == kKCentre ? detail::f32_finite(reinterpret_cast<const uint32_t*>(p0), count)
+                      : s == base + int(kS8)
+                          ? detail::scales_ok(reinterpret_cast<const uint16_t*>(p0), count)
+                          : detail::scale_min_pairs_ok(reinterpret_cast<const uint32_t*>(p0), count);
+      if (!ok) return s;
     }
-    if (centred) {
-      const auto* c = reinterpret_cast<const uint32_t*>(stream[kKCentre]);
-      uint32_t odd = 0;
-      for (uint64_t i = 0, hd = uint64_t(H) * uint64_t(D); i < hd; ++i) odd |= uint32_t((c[i] & 0x7f800000u) == 0x7f800000u);
-      if (odd) bad(Errc::format, where(kKCentre, "centres") + ": a centre is NaN or infinite");
-    }
+    return -1;
+  }
+
+  [[noreturn]] void bad_params_error(int l, int s) const {
+    const bool v = (s >= kVBase && s < kKQ2) || s >= kVQ2;
+    const char* what = s == kKCentre ? "centres): a centre is NaN or infinite"
+                       : (s - kKBase) % kTierStreams == kS8 && s < kKQ2
+                           ? "INT8 scales): a scale is NaN, infinite or negative"
+                       : s >= kKQ2 ? "INT2 parameters): a scale is NaN, infinite or negative, or a minimum is not finite"
+                                   : "INT4 parameters): a scale is NaN, infinite or negative, or a minimum is not finite";
+    bad(Errc::format, "layer " + std::to_string(l) + " stream " + std::to_string(s) + " (" + (v ? "V " : "K ") + what);
   }
 
   void parse_layer(int l, uint64_t size) {
@@ -406,7 +403,6 @@ struct ContainerReader::Impl {
       }
     }
     for (int s = kKCentre; s < ns; ++s) unpack_stream(s, codec[s], off[s], stored[s], raw[s], l);
-    check_params(l);
     for (int kv = 0; kv < 2; ++kv)
       for (int t = 0; t < kNumTiers; ++t) (kv ? seen.v : seen.k)[size_t(t)] += n[kv][t];
     for (int s = 0; s < ns; ++s) {
@@ -626,6 +622,8 @@ struct ContainerReader::Impl {
   bool next_layer_streams(LayerStreams& out) {
     if (!advance()) return false;
     const int l = next - 1;
+    const int bk = bad_params(0, 0, H), bv = bad_params(1, 0, H);  // before another decoder uses them
+    if (bk >= 0 || bv >= 0) bad_params_error(l, bk < 0 ? bv : bv < 0 ? bk : std::min(bk, bv));
     out.index = l;
     layer_tiers(out.tiers);
     for (int s = 0; s < kMaxStreams; ++s)
@@ -664,12 +662,19 @@ struct ContainerReader::Impl {
     out.q.reset();
     out.mask.reset();
     rope = n[0][size_t(Tier::INT8)] + n[0][size_t(Tier::INT4)] + n[0][size_t(Tier::INT2)] > 0 ? rope_for(l) : nullptr;
-    // Task 0 hashes the next layer's payload (in-memory input) while this one decodes.
+    // Task 0 hashes the next layer's payload (in-memory input) while this one decodes. A head
+    // whose parameters are bad is not decoded; the lowest such stream is reported.
+    std::vector<int> bad_stream(size_t(2 * H), -1);
     parallel_for(1 + 2 * H, threads, [&](int task) {
       if (task == 0) return hash_ahead();
-      const int kv = (task - 1) / H;
-      decode_head(kv, (task - 1) % H, kv ? out.v : out.k);
+      const int kv = (task - 1) / H, h = (task - 1) % H;
+      bad_stream[size_t(task - 1)] = bad_params(kv, h, h + 1);
+      if (bad_stream[size_t(task - 1)] < 0) decode_head(kv, h, kv ? out.v : out.k);
     });
+    int first = kMaxStreams;
+    for (int b : bad_stream)
+      if (b >= 0) first = std::min(first, b);
+    if (first < kMaxStreams) bad_params_error(l, first);
     if (info.has_drops) {
       out.mask = Tensor(DType::U8, Shape{int64_t(T)});
       uint8_t* m = out.mask->as<uint8_t>();

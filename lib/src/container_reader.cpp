@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "container_format.hpp"
 #include "hash.hpp"
@@ -308,6 +309,7 @@ struct ContainerReader::Impl {
       return !ZSTD_isError(r) && r == raw;
     }
     if (!dctx) dctx.reset(ZSTD_createDCtx());
+    if (!dctx) throw std::bad_alloc();
     ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_only);
     ZSTD_inBuffer ib{src, size_t(stored), 0};
     ZSTD_outBuffer ob{nullptr, 0, 0};

@@ -6,7 +6,7 @@ list(FILTER SKV_TEST_TOOLS EXCLUDE REGEX "skv_model_probe\\.cpp$")
 foreach(src ${SKV_TEST_TOOLS})
   get_filename_component(tool ${src} NAME_WE)
   add_executable(${tool} ${src})
-  target_link_libraries(${tool} PRIVATE skv skv_formats skv_warnings)
+  target_link_libraries(${tool} PRIVATE skv skv_formats skv_warnings skv_test_support)
 endforeach()
 
 # Python cross-check against the reference safetensors library. Never needed by the build: when

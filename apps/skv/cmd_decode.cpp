@@ -1,6 +1,7 @@
 // skv decode: .skv container -> dump (safetensors), streamed layer by layer.
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <optional>
 
 #include "cli.hpp"
@@ -18,7 +19,39 @@ struct DecodeArgs {
   std::string input = "-", output, dtype, layers, device = "auto";
   bool force = false, json = false;
   int threads = 0;
+  uint64_t max_output_bytes = 0;  // 0: the default below
 };
+
+// --max-output-bytes by default: a container is at least ~1/64 the size of what it decodes to
+// unless it drops nearly everything, so a larger claim is refused unless asked for. Without a
+// known input size (a pipe), a fixed cap.
+constexpr uint64_t kOutputPerInputByte = 64;
+constexpr uint64_t kMinOutputCap = uint64_t(256) << 20;
+constexpr uint64_t kPipeOutputCap = uint64_t(64) << 30;
+
+// Refuses, before any output exists, a container that would decode to more than the cap: its
+// manifest alone can claim terabytes of zeros (all tokens dropped) in a few hundred bytes.
+void check_output_size(const DecodeArgs& a, const InputStream& in, const ContainerInfo& info,
+                       const std::vector<bool>& want, std::optional<DType> dtype) {
+  const KvShape& s = info.shape;
+  const uint64_t es = dtype_size(dtype.value_or(s.dtype));
+  const uint64_t per_layer = 2 * uint64_t(s.kv_heads) * uint64_t(s.tokens) * uint64_t(s.head_dim) * es +
+                             (info.has_drops ? uint64_t(s.tokens) : 0);
+  const uint64_t total = per_layer * uint64_t(std::count(want.begin(), want.end(), true));
+  uint64_t cap = a.max_output_bytes;
+  std::string why = "--max-output-bytes";
+  if (cap == 0 && in.size()) {
+    cap = std::max(kMinOutputCap, kOutputPerInputByte * *in.size());
+    why = fmt::format("the default --max-output-bytes (64 x the {}-byte input, at least 256 MiB)", *in.size());
+  } else if (cap == 0) {
+    cap = kPipeOutputCap;
+    why = "the default --max-output-bytes for an input of unknown size (64 GiB)";
+  }
+  if (total > cap)
+    fail(Errc::invalid_argument, a.input,
+         fmt::format("decodes to {} bytes, more than the {} allowed by {}; pass a larger --max-output-bytes to decode it",
+                     total, cap, why));
+}
 
 std::optional<DType> parse_out_dtype(const std::string& s) {
   if (s.empty()) return std::nullopt;
@@ -39,6 +72,7 @@ int run_decode(const DecodeArgs& a, const Globals& g) {
   std::vector<bool> want(size_t(nl), a.layers.empty());
   for (int l : a.layers.empty() ? std::vector<int>{} : parse_layer_list(a.layers, nl)) want[size_t(l)] = true;
   const std::optional<DType> dtype = parse_out_dtype(a.dtype);
+  check_output_size(a, in, info, want, dtype);
 
   std::string out_path = a.output;
   if (out_path.empty()) {
@@ -103,6 +137,10 @@ void setup_decode(CLI::App& app, Context& ctx) {
   sub->add_option("--layers", a->layers, "Decode only these layers, e.g. 0-3,7 (others are verified and skipped)");
   sub->add_option("--threads", a->threads, "Worker threads per layer (0 = all cores); output does not depend on it")
       ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-output-bytes", a->max_output_bytes,
+                  "Refuse containers that decode to more bytes than this, e.g. 100G (default: 64 x the input "
+                  "size, at least 256M; 64G when the input size is unknown)")
+      ->transform(CLI::AsSizeValue(false));
   sub->add_flag("--json", a->json, "Print a JSON summary (to stderr when the dump goes to stdout)");
   add_device_option(*sub, a->device);
   ctx.add(sub, [a, &ctx] { return run_decode(*a, ctx.globals); });

@@ -12,6 +12,20 @@
 #define SKV_VERSION "0.0.0"
 #endif
 
+namespace {
+// An error is one line whatever it quotes: names and values from the input (a tensor named
+// "a\nb", an escape sequence) are printed with control characters as \xNN.
+void print_error(const char* what) {
+  std::string s;
+  for (const char* p = what; *p; ++p) {
+    const auto c = static_cast<unsigned char>(*p);
+    if (c < 0x20 || c == 0x7f) s += fmt::format("\\x{:02x}", c);
+    else s += *p;
+  }
+  fmt::print(stderr, "skv: {}\n", s);
+}
+}  // namespace
+
 int main(int argc, char** argv) {
   using namespace skv::cli;
   // A closed pipe (skv encode ... | head) must surface as a write error, not kill us silently
@@ -53,13 +67,13 @@ int main(int argc, char** argv) {
     app.exit(e);  // message (and usage hint) on stderr
     return kExitUsage;
   } catch (const skv::Error& e) {
-    fmt::print(stderr, "skv: {}\n", e.what());
+    print_error(e.what());
     return kExitFail;
   } catch (const std::bad_alloc&) {
     fmt::print(stderr, "skv: out of memory\n");
     return kExitFail;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "skv: {}\n", e.what());
+    print_error(e.what());
     return kExitFail;
   }
 }

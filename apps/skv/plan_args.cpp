@@ -7,6 +7,7 @@
 
 #include "dump_input.hpp"
 #include "skv/error.hpp"
+#include "skv/json.hpp"
 
 namespace skv::cli {
 
@@ -86,14 +87,16 @@ KeyTransform parse_transform(const std::string& s) {
 // INT4 safety from a probe result file, else from the dump's metadata (skv_int4_safe).
 bool int4_safe(const KvCache& cache, const std::string& probe_file, std::vector<std::string>& notes) {
   if (!probe_file.empty()) {
-    std::ifstream f(probe_file);
+    std::ifstream f(probe_file, std::ios::binary);
     if (!f) fail(Errc::io, probe_file, "cannot open probe result");
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(f);
-    } catch (const nlohmann::json::exception& e) {
-      fail(Errc::format, probe_file, std::string("not JSON: ") + e.what());
-    }
+    // A probe result is a few hundred bytes: read a bounded prefix, never a whole device.
+    constexpr size_t kMaxProbe = 1 << 20;
+    std::string text(kMaxProbe + 1, '\0');
+    f.read(text.data(), std::streamsize(text.size()));
+    text.resize(size_t(f.gcount()));
+    if (text.size() > kMaxProbe)
+      fail(Errc::format, probe_file, "larger than " + std::to_string(kMaxProbe) + " bytes; not a probe result");
+    const nlohmann::json j = parse_json(text, probe_file, "probe result");
     if (!j.is_object() || !j.contains("int4_safe") || !j["int4_safe"].is_boolean())
       fail(Errc::format, probe_file, "expected a JSON object with a boolean 'int4_safe'");
     const bool safe = j["int4_safe"].get<bool>();

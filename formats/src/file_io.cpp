@@ -157,13 +157,14 @@ InputStream InputStream::open(const std::string& path) {
   if (::fstat(fd, &st) == 0) {
     if (S_ISDIR(st.st_mode)) fail(Errc::io, path, "is a directory");
     s.seekable_ = S_ISREG(st.st_mode);
+    s.size_ = s.seekable_ ? uint64_t(st.st_size) : 0;
   }
   return s;
 }
 
 InputStream::InputStream(InputStream&& o) noexcept
     : path_(std::move(o.path_)), fd_(std::exchange(o.fd_, -1)),
-      owns_fd_(std::exchange(o.owns_fd_, false)), seekable_(o.seekable_), pos_(o.pos_) {}
+      owns_fd_(std::exchange(o.owns_fd_, false)), seekable_(o.seekable_), size_(o.size_), pos_(o.pos_) {}
 
 InputStream& InputStream::operator=(InputStream&& o) noexcept {
   if (this != &o) {
@@ -172,6 +173,7 @@ InputStream& InputStream::operator=(InputStream&& o) noexcept {
     fd_ = std::exchange(o.fd_, -1);
     owns_fd_ = std::exchange(o.owns_fd_, false);
     seekable_ = o.seekable_;
+    size_ = o.size_;
     pos_ = o.pos_;
   }
   return *this;

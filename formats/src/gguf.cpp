@@ -67,8 +67,16 @@ uint64_t min_encoded_size(ValueType t) {
 
 bool valid_value_type(uint32_t t) { return t <= 12; }
 
+// Charges n bytes of parsed metadata against what Limits allows (budget: what is left).
+void charge(uint64_t n, uint64_t& budget, const Limits& lim, const std::string& what, const std::string& src) {
+  if (n > budget)
+    fail(Errc::format, src, what + " would take the parsed metadata past its " +
+                                std::to_string(lim.max_metadata_bytes >> 20) + " MiB limit");
+  budget -= n;
+}
+
 Value read_value(Cursor& c, ValueType t, const Limits& lim, uint32_t depth, const std::string& key,
-                 const std::string& src) {
+                 const std::string& src, uint64_t& budget) {
   Value v;
   v.type = t;
   const std::string what = "value of '" + key + "'";
@@ -89,7 +97,10 @@ Value read_value(Cursor& c, ValueType t, const Limits& lim, uint32_t depth, cons
       v.u = b;
       break;
     }
-    case ValueType::string: v.s = c.str(lim.max_string, what); break;
+    case ValueType::string:
+      v.s = c.str(lim.max_string, what);
+      charge(v.s.size(), budget, lim, what, src);
+      break;
     case ValueType::array: {
       if (depth >= lim.max_array_depth)
         fail(Errc::format, src, what + ": arrays nested deeper than " + std::to_string(lim.max_array_depth));
@@ -103,9 +114,10 @@ Value read_value(Cursor& c, ValueType t, const Limits& lim, uint32_t depth, cons
           min_bytes > c.left())
         fail(Errc::format, src, what + ": array length " + std::to_string(n) +
                                     " is impossible for the bytes left or over the limit");
+      charge(n * sizeof(Value), budget, lim, what + ": array of " + std::to_string(n) + " values", src);
       v.items.reserve(size_t(n));
       for (uint64_t k = 0; k < n; ++k)
-        v.items.push_back(read_value(c, v.elem_type, lim, depth + 1, key, src));
+        v.items.push_back(read_value(c, v.elem_type, lim, depth + 1, key, src, budget));
       break;
     }
   }
@@ -188,6 +200,7 @@ File File::parse(std::span<const std::byte> bytes, const std::string& source, co
                                    std::to_string(lim.max_kv));
 
   std::set<std::string, std::less<>> keys;
+  uint64_t budget = lim.max_metadata_bytes;
   f.kv_.reserve(size_t(n_kv));
   for (uint64_t k = 0; k < n_kv; ++k) {
     std::string key = c.str(lim.max_string, "metadata key " + std::to_string(k));
@@ -196,7 +209,7 @@ File File::parse(std::span<const std::byte> bytes, const std::string& source, co
     const uint32_t t = c.read<uint32_t>("type of '" + key + "'");
     if (!valid_value_type(t))
       fail(Errc::format, source, "metadata '" + key + "' has unknown value type " + std::to_string(t));
-    Value v = read_value(c, ValueType(t), lim, 0, key, source);
+    Value v = read_value(c, ValueType(t), lim, 0, key, source, budget);
     f.kv_.emplace_back(std::move(key), std::move(v));
   }
 

@@ -2,7 +2,8 @@
 // Validation follows the reference Rust crate: header length cap, JSON object header,
 // `__metadata__` string -> string, offsets sorted, contiguous, covering the data exactly, and
 // shape x dtype size == span. Two deliberate differences: duplicate tensor names are an error
-// (the reference silently keeps the last), and dtypes skv has no use for are rejected.
+// (the reference silently keeps the last), and dtypes skv has no use for are rejected; the header
+// JSON goes through skv::parse_json (nesting capped, no duplicate keys, no BOM).
 #include "skv/formats/safetensors.hpp"
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <utility>
 
 #include "skv/error.hpp"
+#include "skv/json.hpp"
 
 namespace skv::safetensors {
 namespace {
@@ -24,35 +26,6 @@ uint64_t read_u64le(const std::byte* p) {
   uint64_t v = 0;
   for (int i = 7; i >= 0; --i) v = (v << 8) | uint64_t(p[i]);
   return v;
-}
-
-// Parses the header JSON, rejecting duplicate keys in the top-level object and in __metadata__
-// (nlohmann would otherwise keep the last one silently).
-json parse_header(std::string_view text, const std::string& file) {
-  std::string dup;
-  std::vector<std::set<std::string>> seen;  // one key set per open object
-  auto cb = [&](int depth, json::parse_event_t ev, json& parsed) {
-    if (ev == json::parse_event_t::object_start) {
-      seen.resize(size_t(depth) + 1);
-      seen[size_t(depth)].clear();
-    } else if (ev == json::parse_event_t::key && depth <= 2 && dup.empty()) {
-      auto& keys = seen[size_t(depth) - 1];
-      const auto& k = parsed.get_ref<const std::string&>();
-      if (!keys.insert(k).second) dup = k;
-    }
-    return true;
-  };
-  // nlohmann stops at a NUL as if the input ended; valid JSON never contains a raw NUL.
-  if (text.find('\0') != std::string_view::npos)
-    fail(Errc::format, file, "header is not valid JSON: it contains a NUL byte");
-  json j;
-  try {
-    j = json::parse(text.begin(), text.end(), cb);
-  } catch (const json::exception& e) {
-    fail(Errc::format, file, std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!dup.empty()) fail(Errc::format, file, "duplicate key " + in_quotes(dup) + " in the header");
-  return j;
 }
 
 uint64_t offset_value(const json& v, const std::string& file, const std::string& name) {
@@ -128,7 +101,8 @@ Reader Reader::from_bytes(std::span<const std::byte> bytes, const std::string& n
          "header length " + std::to_string(n) + " is larger than the rest of the file (" +
              std::to_string(bytes.size() - 8) + " bytes)");
   const std::string_view text(reinterpret_cast<const char*>(bytes.data() + 8), size_t(n));
-  const json header = parse_header(text, name);
+  // Bounded depth, unique keys at every depth, no BOM (skv/json.hpp).
+  const json header = parse_json(text, name, "header");
   if (!header.is_object()) fail(Errc::format, name, "header is not a JSON object");
   r.data_ = bytes.subspan(8 + size_t(n));
 

@@ -86,6 +86,9 @@ std::string build_manifest(const KvCache& cache, const QuantSettings& quant, con
 // per-layer source shapes.
 void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,
                     std::vector<Shape>& k_shapes, std::vector<Shape>& v_shapes, KvMeta& rope);
+// The writer's side of the reader's rules: parses `manifest` as a reader would and throws
+// invalid_argument with the reader's reason when it would be rejected (one set of rules).
+void check_readable(const std::string& manifest, const std::string& ctx);
 
 // RoPE (formats/skv.md, "RoPE frequencies"): what the manifest's `rope` entry describes for
 // this cache (empty rope_theta: null), and the minor version that entry needs (1 for the

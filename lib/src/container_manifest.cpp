@@ -2,10 +2,13 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <map>
 #include <numeric>
 
 #include "container_format.hpp"
 #include "skv/error.hpp"
+#include "skv/json.hpp"
+#include "skv/limits.hpp"
 
 namespace skv::fmt {
 
@@ -161,6 +164,17 @@ namespace {
 [[noreturn]] void bad(const std::string& ctx, const std::string& what) {
   fail(Errc::format, ctx, "manifest: " + what);
 }
+// A value or name for a message, which must stay one readable line: control characters
+// escaped, and cut to its start (attacker-sized).
+std::string shown(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s.substr(0, 80)) {
+    if (c >= 0x20 && c != 0x7f) out += char(c);
+    else out += "\\x" + std::string(1, "0123456789abcdef"[c >> 4]) + "0123456789abcdef"[c & 15];
+  }
+  return s.size() > 80 ? out + "..." : out;
+}
+std::string shown(const json& v) { return shown(v.dump()); }
 const json& field(const json& j, const char* key, const std::string& ctx) {
   auto it = j.find(key);
   if (it == j.end()) bad(ctx, std::string("missing '") + key + "'");
@@ -180,7 +194,7 @@ std::string str(const json& j, const char* key, const std::string& ctx) {
 void expect(const json& j, const char* key, const json& want, const std::string& ctx) {
   if (field(j, key, ctx) != want)
     fail(Errc::unsupported, ctx,
-         std::string("manifest: '") + key + "' = " + j.at(key).dump() + " (this reader knows " +
+         std::string("manifest: '") + key + "' = " + shown(j.at(key)) + " (this reader knows " +
              want.dump() + ")");
 }
 
@@ -195,12 +209,18 @@ void parse_rope(const json& r, int layers, const std::string& ctx, KvMeta& rope)
       bad(ctx, "'" + what + "' must be a number > 0");
     return v.get<double>();
   };
+  auto theta = [&](const json& v) {
+    if (!v.is_number() || !limits::rope_theta_ok(v.get<double>()))
+      bad(ctx, "'rope.theta' must be a finite number >= " + std::to_string(int(limits::kMinRopeTheta)) +
+                   ", got " + shown(v));
+    return v.get<double>();
+  };
   if (th.is_array()) {
     if (th.size() != size_t(layers))
       bad(ctx, "'rope.theta' lists " + std::to_string(th.size()) + " thetas for " + std::to_string(layers) + " layers");
-    for (const json& t : th) rope.rope_theta.push_back(positive_num(t, "rope.theta"));
+    for (const json& t : th) rope.rope_theta.push_back(theta(t));
   } else {
-    rope.rope_theta = {positive_num(th, "rope.theta")};
+    rope.rope_theta = {theta(th)};
   }
   if (auto sc = r.find("scaling"); sc != r.end()) {
     if (!th.is_array()) bad(ctx, "'rope.scaling' needs 'rope.theta' to be the per-layer list (format 1.1)");
@@ -228,8 +248,8 @@ void parse_rope(const json& r, int layers, const std::string& ctx, KvMeta& rope)
   else if (st == "gptj") rope.rope_style = RopeStyle::gptj;
   else bad(ctx, "unknown rope style '" + st + "'");
   const json& po = field(r, "position_offset", ctx);
-  if (!po.is_number_integer() || po.get<int64_t>() < 0 || po.get<int64_t>() > (int64_t(1) << 40))
-    bad(ctx, "bad 'rope.position_offset'");
+  if (!po.is_number_integer() || po.get<int64_t>() < 0 || po.get<int64_t>() > limits::kMaxPositionOffset)
+    bad(ctx, "'rope.position_offset' must be an integer in 0..2^40, got " + shown(po));
   rope.position_offset = po.get<int64_t>();
 }
 
@@ -237,24 +257,20 @@ void parse_rope(const json& r, int layers, const std::string& ctx, KvMeta& rope)
 
 void parse_manifest(const std::string& text, const std::string& ctx, ContainerInfo& info,
                     std::vector<Shape>& k_shapes, std::vector<Shape>& v_shapes, KvMeta& rope) {
-  json j;
-  try {
-    j = json::parse(text);
-  } catch (const json::exception& e) {
-    bad(ctx, std::string("not valid JSON (") + e.what() + ")");
-  }
+  const json j = parse_json(text, ctx, "manifest");
   try {
     if (!j.is_object()) bad(ctx, "not a JSON object");
     if (str(j, "format", ctx) != "skv") bad(ctx, "'format' is not \"skv\"");
     info.producer = str(j, "producer", ctx);
     const json& sh = field(j, "shape", ctx);
     KvShape& s = info.shape;
-    s.layers = positive(sh, "layers", ctx, 1 << 20);
-    s.kv_heads = positive(sh, "kv_heads", ctx, 1 << 16);
-    s.tokens = positive(sh, "tokens", ctx, 1 << 30);
-    s.head_dim = positive(sh, "head_dim", ctx, 1 << 16);
-    if (int64_t(s.kv_heads) * s.tokens * s.head_dim > (int64_t(1) << 40))
-      bad(ctx, "layer too large");
+    if (!sh.is_object()) bad(ctx, "'shape' must be an object");
+    s.layers = positive(sh, "layers", ctx, limits::kMaxLayers);
+    s.kv_heads = positive(sh, "kv_heads", ctx, limits::kMaxKvHeads);
+    s.tokens = positive(sh, "tokens", ctx, limits::kMaxTokens);
+    s.head_dim = positive(sh, "head_dim", ctx, limits::kMaxHeadDim);
+    if (int64_t(s.kv_heads) * s.tokens * s.head_dim > limits::kMaxLayerElements)
+      bad(ctx, "'shape': kv_heads*tokens*head_dim exceeds 2^40 elements a layer");
     const std::string layout = str(j, "layout", ctx);
     if (layout == "HTD") info.layout = Layout::HTD;
     else if (layout == "THD") info.layout = Layout::THD;
@@ -270,42 +286,52 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
       bad(ctx, "'tensors' must list " + std::to_string(s.layers) + " layers");
     info.k_names.clear(); info.v_names.clear(); info.q_names.clear(); info.mask_names.clear();
     k_shapes.clear(); v_shapes.clear();
-    const int64_t numel = int64_t(s.kv_heads) * s.tokens * s.head_dim;
-    for (const json& t : ts) {
-      info.k_names.push_back(str(t, "k", ctx));
-      info.v_names.push_back(str(t, "v", ctx));
+    // Each layer's K and V are exactly the layout's 3-D shape: anything else would reinterpret
+    // the data. Every output name (K, V, mask, all layers) is a valid, distinct safetensors key.
+    const Shape want = info.layout == Layout::HTD ? Shape{s.kv_heads, s.tokens, s.head_dim}
+                                                  : Shape{s.tokens, s.kv_heads, s.head_dim};
+    std::map<std::string, std::string> owner;  // name -> "layer L k"
+    for (size_t l = 0; l < ts.size(); ++l) {
+      const json& t = ts[l];
+      if (!t.is_object()) bad(ctx, "'tensors[" + std::to_string(l) + "]' must be an object");
+      for (const char* key : {"k", "v", "mask"}) {
+        std::string name = str(t, key, ctx);
+        const std::string where = "layer " + std::to_string(l) + " " + key;
+        if (const std::string why = limits::name_problem(name); !why.empty())
+          bad(ctx, where + " name '" + shown(name) + "' " + why);
+        if (auto [it, fresh] = owner.emplace(name, where); !fresh)
+          bad(ctx, where + " name '" + shown(name) + "' is also the name of " + it->second);
+        (key[0] == 'k' ? info.k_names : key[0] == 'v' ? info.v_names : info.mask_names).push_back(std::move(name));
+      }
       info.q_names.emplace_back();
-      info.mask_names.push_back(str(t, "mask", ctx));
       for (int kv = 0; kv < 2; ++kv) {
-        const json& js = field(t, kv ? "v_shape" : "k_shape", ctx);
-        if (!js.is_array() || js.size() > 8) bad(ctx, "tensor shape must be an array of <= 8 dims");
-        Shape shape;
-        for (const json& d : js) {
-          if (!d.is_number_integer() || d.get<int64_t>() < 0) bad(ctx, "bad dimension in a tensor shape");
-          shape.push_back(d.get<int64_t>());
-        }
-        if (checked_numel(shape, ctx) != numel)
-          bad(ctx, "shape " + shape_str(shape) + " does not hold kv_heads*tokens*head_dim elements");
-        (kv ? v_shapes : k_shapes).push_back(std::move(shape));
+        const char* key = kv ? "v_shape" : "k_shape";
+        const json& js = field(t, key, ctx);
+        if (js != json(want))
+          bad(ctx, "layer " + std::to_string(l) + " '" + key + "' is " + shown(js) + ", layout " + layout +
+                       " needs " + shape_str(want));
+        (kv ? v_shapes : k_shapes).push_back(want);
       }
     }
     info.metadata.clear();
     const json& md = field(j, "metadata", ctx);
     if (!md.is_object()) bad(ctx, "'metadata' must be an object");
     for (auto it = md.begin(); it != md.end(); ++it) {
-      if (!it.value().is_string()) bad(ctx, "metadata value of '" + it.key() + "' is not a string");
+      if (!it.value().is_string()) bad(ctx, "metadata value of '" + shown(it.key()) + "' is not a string");
       info.metadata[it.key()] = it.value().get<std::string>();
     }
     parse_rope(field(j, "rope", ctx), s.layers, ctx, rope);
     info.policy = str(j, "policy", ctx);
     const json& rb = field(j, "requested_budget", ctx);
-    if (!rb.is_number()) bad(ctx, "'requested_budget' must be a number");
+    if (!rb.is_number() || !std::isfinite(rb.get<double>()) || rb.get<double>() < 0)
+      bad(ctx, "'requested_budget' must be a finite number >= 0");
     info.requested_budget = rb.get<double>();
     const json& dr = field(j, "drops", ctx);
     if (!dr.is_number_integer() || (dr.get<int64_t>() != 0 && dr.get<int64_t>() != 1))
       bad(ctx, "'drops' must be 0 or 1");
     info.has_drops = dr.get<int64_t>() == 1;
     const json& q = field(j, "quant", ctx);
+    if (!q.is_object()) bad(ctx, "'quant' must be an object");
     const json& q8 = field(q, "int8", ctx);
     expect(q8, "bits", 8, ctx);
     expect(q8, "symmetric", true, ctx);
@@ -344,9 +370,23 @@ void parse_manifest(const std::string& text, const std::string& ctx, ContainerIn
     if (qs.key_transform == KeyTransform::prerope_centre && (rope.rope_theta.empty() || s.head_dim % 2))
       bad(ctx, "prerope_centre needs 'rope' and an even head_dim");
     const json& zl = field(q, "zstd_level", ctx);
-    qs.zstd_level = zl.is_number_integer() ? int(zl.get<int64_t>()) : 0;
+    if (!zl.is_number_integer() || zl.get<int64_t>() < 0 || zl.get<int64_t>() > 22)
+      bad(ctx, "'quant.zstd_level' must be an integer in 0..22");
+    qs.zstd_level = int(zl.get<int64_t>());
   } catch (const json::exception& e) {
     bad(ctx, e.what());
+  }
+}
+
+void check_readable(const std::string& manifest, const std::string& ctx) {
+  ContainerInfo info;
+  std::vector<Shape> ks, vs;
+  try {
+    parse_manifest(manifest, ctx, info, ks, vs, info.rope);
+  } catch (const Error& e) {
+    std::string why = e.what();
+    if (why.starts_with(ctx + ": ")) why.erase(0, ctx.size() + 2);
+    fail(Errc::invalid_argument, ctx, "refusing to write a container that readers reject (" + why + ")");
   }
 }
 

@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <cstring>
 #include <memory>
+#include <new>
 
 #include "container_format.hpp"
 #include "hash.hpp"
 #include "key_rows.hpp"
+#include "param_check.hpp"
 #include "quant_rows.hpp"
 #include "rope.hpp"
 #include "skv/error.hpp"
@@ -49,7 +51,12 @@ struct ContainerReader::Impl {
   int H = 0, T = 0, D = 0, g8 = 0, g4 = 0, g2 = 0;
   RowBytes rb;
   bool centred = false;
-  std::unique_ptr<detail::RopeTables> ropes;  // prerope_centre: one table per distinct layer RoPE
+  // prerope_centre: cos/sin tables of every position (4 T D bytes each), one per distinct layer
+  // RoPE, built only when a decoded layer holds quantized keys: from the manifest alone, a few
+  // hundred bytes claiming 2^24 tokens would allocate gigabytes. At most kMaxRopes are kept.
+  static constexpr size_t kMaxRopes = 4;
+  std::vector<std::unique_ptr<detail::RopeTable>> ropes;
+  const detail::RopeTable* rope = nullptr;  // the layer being decoded: its table, or null
   bool int2 = false;            // the manifest declares quant.int2 (format 1.1)
   int ns = kStreams;            // streams per layer
   uint64_t dir_bytes = kDirSize;
@@ -60,6 +67,8 @@ struct ContainerReader::Impl {
   // In-memory input: the next layer's payload hash, computed while this layer decodes.
   struct Prehash { const uint8_t* p = nullptr; uint64_t len = 0, hash = 0; } prehash;
   std::vector<uint8_t> unpacked[kMaxStreams];
+  struct FreeDctx { void operator()(ZSTD_DCtx* d) const { ZSTD_freeDCtx(d); } };
+  std::unique_ptr<ZSTD_DCtx, FreeDctx> dctx;
   const uint8_t* stream[kMaxStreams] = {};
   uint64_t n[2][kNumTiers]{};
   std::vector<uint32_t> rank[2];
@@ -83,6 +92,23 @@ struct ContainerReader::Impl {
       got += k;
     }
     pos += len;
+  }
+
+  // Reads len bytes into payload_buf without trusting len (a header's claim): a size the input
+  // cannot hold is refused before allocating when the input knows its size, else the buffer
+  // grows only as bytes arrive (at most doubling what has arrived).
+  void read_bounded(uint64_t len, const std::string& what) {
+    const std::optional<uint64_t> left = in.remaining();
+    if (left && len > *left)
+      bad(Errc::truncated, "input ends inside " + what + " (" + std::to_string(len) + " bytes claimed at byte " +
+                               std::to_string(pos) + ", " + std::to_string(*left) + " left)");
+    constexpr uint64_t kStep = uint64_t(64) << 20;
+    for (uint64_t got = 0; got < len;) {
+      const uint64_t upto = left ? len : std::min(len, std::max(kStep, 2 * got));
+      if (payload_buf.size() < upto) payload_buf.resize(size_t(upto));
+      read_exact(payload_buf.data() + got, upto - got, what.c_str());
+      got = upto;
+    }
   }
 
   // The next len input bytes in place, when the input is in memory and holds them at an
@@ -130,8 +156,7 @@ struct ContainerReader::Impl {
     const uint64_t padded = align64(s.size);
     payload = borrow(padded);
     if (!payload) {
-      payload_buf.resize(size_t(padded));
-      read_exact(payload_buf.data(), padded, ("section " + tag_str(s.tag)).c_str());
+      read_bounded(padded, "section " + tag_str(s.tag));
       payload = payload_buf.data();
     }
     const bool pre = payload == prehash.p && padded == prehash.len;
@@ -235,9 +260,6 @@ struct ContainerReader::Impl {
     dir_bytes = dir_size(int2);
     rb = row_bytes(D, g8, g4, g2);
     centred = info.quant.key_transform != KeyTransform::none;
-    if (info.quant.key_transform == KeyTransform::prerope_centre) {
-      ropes = std::make_unique<detail::RopeTables>(info.rope, info.shape.layers, D, T);
-    }
     const uint64_t HT = uint64_t(H) * uint64_t(T);
     max_layer_payload = dir_bytes + uint64_t(ns) * kAlign + 2 * uint64_t(T) + 4 * uint64_t(H) * uint64_t(D) +
                         2 * HT * (rb.values[0] + rb.values[1] + rb.params[1] + rb.values[2] + rb.params[2] +
@@ -272,10 +294,70 @@ struct ContainerReader::Impl {
       stream[s] = payload + off;
       return;
     }
-    unpacked[s].resize(size_t(raw));
-    const size_t r = ZSTD_decompress(unpacked[s].data(), size_t(raw), payload + off, size_t(stored));
-    if (ZSTD_isError(r) || r != raw) bad(Errc::format, where + ": zstd frame does not decode to its size");
+    if (!inflate(payload + off, stored, raw, unpacked[s]))
+      bad(Errc::format, where + ": zstd frame does not decode to its size");
     stream[s] = unpacked[s].data();
+  }
+
+  // One zstd frame of exactly raw bytes into out. The tier maps' raw size is a claim: out grows
+  // to it only as the frame proves it by decoding (at most doubling what it has produced), so a
+  // few bytes claiming gigabytes cost nothing. A buffer that an earlier layer already grew
+  // decodes in one pass.
+  bool inflate(const uint8_t* src, uint64_t stored, uint64_t raw, std::vector<uint8_t>& out) {
+    if (out.size() >= raw) {
+      const size_t r = ZSTD_decompress(out.data(), size_t(raw), src, size_t(stored));
+      return !ZSTD_isError(r) && r == raw;
+    }
+    if (!dctx) dctx.reset(ZSTD_createDCtx());
+    if (!dctx) throw std::bad_alloc();
+    ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_only);
+    ZSTD_inBuffer ib{src, size_t(stored), 0};
+    ZSTD_outBuffer ob{nullptr, 0, 0};
+    for (;;) {
+      if (ob.pos == ob.size && ob.size < raw) {
+        out.resize(size_t(std::min<uint64_t>(raw, std::max<uint64_t>(uint64_t(1) << 20, 2 * ob.pos))));
+        ob.dst = out.data();
+        ob.size = out.size();
+      }
+      const size_t in0 = ib.pos, out0 = ob.pos;
+      const size_t r = ZSTD_decompressStream(dctx.get(), &ob, &ib);
+      if (ZSTD_isError(r)) return false;
+      if (r == 0) return ob.pos == raw && ib.pos == ib.size;  // the frame ended
+      if (ib.pos == in0 && ob.pos == out0) return false;      // stuck: input ended, or more than raw
+    }
+  }
+
+  // Decoded numbers a writer never makes (formats/skv.md, "Conformance"): INT8 scales and the
+  // scales of INT4/INT2 (scale, min) pairs finite and not negative, the minimums and key centres
+  // finite; anything else decodes to NaN, infinity or sign-flipped rows. Returns the first
+  // parameter stream of side kv (0 K, 1 V) whose slice for heads [h0, h1) breaks this, or -1:
+  // every such stream is [H][...], and each decode task checks its own head's slice
+  // (param_check.hpp: a vectorised pass over a few percent of the layer, just before use).
+  int bad_params(int kv, int h0, int h1) const {
+    const int base = kv ? kVBase : kKBase;
+    const int ids[] = {kv ? -1 : int(kKCentre), base + int(kS8), base + int(kP4), kv ? int(kVP2) : int(kKP2)};
+    for (int s : ids) {
+      if (s < 0 || s >= ns || (s == kKCentre && !centred)) continue;
+      const uint64_t per_head = expected_raw(s) / uint64_t(H);
+      const uint8_t* p0 = stream[s] + uint64_t(h0) * per_head;
+      const uint64_t count = uint64_t(h1 - h0) * per_head / (s == base + int(kS8) ? 2 : 4);
+      const bool ok = s == kKCentre ? detail::f32_finite(reinterpret_cast<const uint32_t*>(p0), count)
+                      : s == base + int(kS8)
+                          ? detail::scales_ok(reinterpret_cast<const uint16_t*>(p0), count)
+                          : detail::scale_min_pairs_ok(reinterpret_cast<const uint32_t*>(p0), count);
+      if (!ok) return s;
+    }
+    return -1;
+  }
+
+  [[noreturn]] void bad_params_error(int l, int s) const {
+    const bool v = (s >= kVBase && s < kKQ2) || s >= kVQ2;
+    const char* what = s == kKCentre ? "centres): a centre is NaN or infinite"
+                       : (s - kKBase) % kTierStreams == kS8 && s < kKQ2
+                           ? "INT8 scales): a scale is NaN, infinite or negative"
+                       : s >= kKQ2 ? "INT2 parameters): a scale is NaN, infinite or negative, or a minimum is not finite"
+                                   : "INT4 parameters): a scale is NaN, infinite or negative, or a minimum is not finite";
+    bad(Errc::format, "layer " + std::to_string(l) + " stream " + std::to_string(s) + " (" + (v ? "V " : "K ") + what);
   }
 
   void parse_layer(int l, uint64_t size) {
@@ -349,7 +431,7 @@ struct ContainerReader::Impl {
     const float* centre = kv == 0 && centred
                               ? reinterpret_cast<const float*>(stream[kKCentre]) + size_t(h) * size_t(D)
                               : nullptr;
-    const detail::RopeTable* rp = kv == 0 && ropes ? &ropes->layer(next - 1) : nullptr;  // this layer's
+    const detail::RopeTable* rp = kv == 0 ? rope : nullptr;
     const bool htd = info.layout == Layout::HTD;
     std::byte* dst0 = out.data.data() + (htd ? size_t(h) * size_t(T) : size_t(h)) * row_bytes_out;
     const size_t dst_step = htd ? row_bytes_out : row_bytes_out * size_t(H);
@@ -477,6 +559,13 @@ struct ContainerReader::Impl {
     }
     if (info.tiers.k != seen.k || info.tiers.v != seen.v)
       bad(Errc::format, "trailer: tier counts disagree with the tier maps");
+    // The budgets are what a writer computes (formats/skv.md, "TRLR"); never NaN or negative.
+    if (info.achieved_budget != double(info.total_bytes) / double(info.shape.fp16_bytes()))
+      bad(Errc::format, "trailer: achieved_budget is not total_bytes / FP16 bytes");
+    if (!(info.nominal_budget >= 0 && info.nominal_budget <= 1))
+      bad(Errc::format, "trailer: nominal_budget is not a number in 0..1");
+    if (info.raw_bytes < info.total_bytes)
+      bad(Errc::format, "trailer: raw_bytes is less than total_bytes");
     if (info.has_drops != (seen.k[size_t(Tier::DROP)] + seen.v[size_t(Tier::DROP)] > 0))
       bad(Errc::format, "manifest: 'drops' disagrees with the tier maps");
     s = next_known();
@@ -535,6 +624,8 @@ struct ContainerReader::Impl {
   bool next_layer_streams(LayerStreams& out) {
     if (!advance()) return false;
     const int l = next - 1;
+    const int bk = bad_params(0, 0, H), bv = bad_params(1, 0, H);  // before another decoder uses them
+    if (bk >= 0 || bv >= 0) bad_params_error(l, bk < 0 ? bv : bv < 0 ? bk : std::min(bk, bv));
     out.index = l;
     layer_tiers(out.tiers);
     for (int s = 0; s < kMaxStreams; ++s)
@@ -542,6 +633,17 @@ struct ContainerReader::Impl {
     out.k_shape = k_shapes[size_t(l)];
     out.v_shape = v_shapes[size_t(l)];
     return true;
+  }
+
+  // Layer l's RoPE table under prerope_centre (else null), built on first use.
+  const detail::RopeTable* rope_for(int l) {
+    if (info.quant.key_transform != KeyTransform::prerope_centre) return nullptr;
+    const RopeParams p = info.rope.rope_for_layer(l);
+    for (const auto& t : ropes)
+      if (t->params() == p) return t.get();
+    if (ropes.size() == kMaxRopes) ropes.erase(ropes.begin());
+    ropes.push_back(std::make_unique<detail::RopeTable>(p, info.rope.rope_style, D, info.rope.position_offset, T));
+    return ropes.back().get();
   }
 
   bool next_layer(DecodedLayer& out, std::optional<DType> want, bool skip) {
@@ -561,12 +663,20 @@ struct ContainerReader::Impl {
     }
     out.q.reset();
     out.mask.reset();
-    // Task 0 hashes the next layer's payload (in-memory input) while this one decodes.
+    rope = n[0][size_t(Tier::INT8)] + n[0][size_t(Tier::INT4)] + n[0][size_t(Tier::INT2)] > 0 ? rope_for(l) : nullptr;
+    // Task 0 hashes the next layer's payload (in-memory input) while this one decodes. A head
+    // whose parameters are bad is not decoded; the lowest such stream is reported.
+    std::vector<int> bad_stream(size_t(2 * H), -1);
     parallel_for(1 + 2 * H, threads, [&](int task) {
       if (task == 0) return hash_ahead();
-      const int kv = (task - 1) / H;
-      decode_head(kv, (task - 1) % H, kv ? out.v : out.k);
+      const int kv = (task - 1) / H, h = (task - 1) % H;
+      bad_stream[size_t(task - 1)] = bad_params(kv, h, h + 1);
+      if (bad_stream[size_t(task - 1)] < 0) decode_head(kv, h, kv ? out.v : out.k);
     });
+    int first = kMaxStreams;
+    for (int b : bad_stream)
+      if (b >= 0) first = std::min(first, b);
+    if (first < kMaxStreams) bad_params_error(l, first);
     if (info.has_drops) {
       out.mask = Tensor(DType::U8, Shape{int64_t(T)});
       uint8_t* m = out.mask->as<uint8_t>();

@@ -510,6 +510,7 @@ EncodeResult encode(const KvCache& cache, const Plan& plan, ByteSink& sink, cons
       std::find(plan.v_tiers.begin(), plan.v_tiers.end(), Tier::DROP) != plan.v_tiers.end();
   const std::string manifest =
       build_manifest(cache, plan.quant, plan.policy, plan.requested_budget, producer, has_drops);
+  check_readable(manifest, ctx);
   // One table per distinct layer RoPE, positions cached (the manifest's description of it).
   std::unique_ptr<detail::RopeTables> ropes;
   if (plan.quant.key_transform == KeyTransform::prerope_centre)

@@ -9,6 +9,8 @@
 #include <limits>
 
 #include "skv/error.hpp"
+#include "skv/json.hpp"
+#include "skv/limits.hpp"
 
 namespace skv {
 namespace {
@@ -22,7 +24,8 @@ struct Found {
   const NamedTensor* mask = nullptr;
 };
 
-std::string q(const std::string& s) { return "'" + s + "'"; }
+// Quoted for a message; long values (a metadata JSON can be megabytes) cut to their start.
+std::string q(const std::string& s) { return "'" + (s.size() > 80 ? s.substr(0, 77) + "..." : s) + "'"; }
 
 // "layers.12.k" -> (12, k); "past_key_values.3.value" -> (3, v). Returns false for other names.
 bool classify(const std::string& name, int& layer, Slot& slot, bool& hf) {
@@ -56,9 +59,29 @@ bool classify(const std::string& name, int& layer, Slot& slot, bool& hf) {
   return true;
 }
 
-int to_int(int64_t v, const std::string& src, const std::string& what) {
-  if (v <= 0 || v > std::numeric_limits<int>::max())
-    fail(Errc::format, src, what + " " + std::to_string(v) + " is out of range");
+// A name that is a KV tensor name but for its spelling (layers.01.k, layers.1.K, Layers.1.k,
+// layers.-1.k, past_key_values.+2.Key): left out silently, its layer would look missing or be
+// lost, so such a name is an error.
+bool near_miss(const std::string& name) {
+  std::string s;
+  for (char c : name) s += char(c >= 'A' && c <= 'Z' ? c - 'A' + 'a' : c);
+  std::string_view rest = s;
+  if (rest.starts_with("layers.")) rest.remove_prefix(7);
+  else if (rest.starts_with("past_key_values.")) rest.remove_prefix(16);
+  else return false;
+  const size_t dot = rest.find('.');
+  if (dot == std::string_view::npos) return false;
+  std::string_view num = rest.substr(0, dot);
+  const std::string_view field = rest.substr(dot + 1);
+  if (!num.empty() && (num[0] == '-' || num[0] == '+')) num.remove_prefix(1);
+  if (num.empty() || num.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  return field == "k" || field == "v" || field == "q" || field == "mask" || field == "key" || field == "value";
+}
+
+int to_int(int64_t v, const std::string& src, const std::string& what,
+           int64_t max = std::numeric_limits<int>::max()) {
+  if (v <= 0 || v > max)
+    fail(Errc::format, src, what + " " + std::to_string(v) + " is out of range (1.." + std::to_string(max) + ")");
   return int(v);
 }
 
@@ -93,12 +116,8 @@ int64_t parse_int(const std::string& key, const std::string& value, const std::s
 using nlohmann::json;
 
 // A metadata value holding JSON (a list or an object); Errc::format naming the key otherwise.
-json parse_json(const std::string& key, const std::string& value, const std::string& src) {
-  try {
-    return json::parse(value);
-  } catch (const json::exception&) {
-    fail(Errc::format, src, "metadata " + key + "=" + q(value) + " is not valid JSON");
-  }
+json parse_meta_json(const std::string& key, const std::string& value, const std::string& src) {
+  return parse_json(value, src, "metadata " + key + "=" + q(value));
 }
 
 double positive_number(const json& v, const std::string& what, const std::string& src) {
@@ -115,21 +134,33 @@ double parse_theta(const std::string& key, const std::string& v, const std::stri
   return d;
 }
 
+// A RoPE base: the containers' limit (skv/limits.hpp), so a dump loads only if it can be written.
+double parse_base(const std::string& key, const std::string& v, const std::string& src) {
+  const double d = parse_theta(key, v, src);
+  if (!limits::rope_theta_ok(d))
+    fail(Errc::format, src, "metadata " + key + "=" + q(v) + " is below " + std::to_string(int(limits::kMinRopeTheta)));
+  return d;
+}
+
 // rope_theta: one number, or a JSON list of positive numbers (one per layer).
 std::vector<double> parse_thetas(const std::string& v, const std::string& src) {
-  if (v.empty() || v.front() != '[') return {parse_theta("rope_theta", v, src)};
-  const json j = parse_json("rope_theta", v, src);
+  if (v.empty() || v.front() != '[') return {parse_base("rope_theta", v, src)};
+  const json j = parse_meta_json("rope_theta", v, src);
   if (!j.is_array() || j.empty())
     fail(Errc::format, src, "metadata rope_theta=" + q(v) + " is not a number or a non-empty list");
   std::vector<double> out;
-  for (size_t i = 0; i < j.size(); ++i)
-    out.push_back(positive_number(j[i], "rope_theta[" + std::to_string(i) + "]", src));
+  for (size_t i = 0; i < j.size(); ++i) {
+    const std::string what = "rope_theta[" + std::to_string(i) + "]";
+    out.push_back(positive_number(j[i], what, src));
+    if (!limits::rope_theta_ok(out.back()))
+      fail(Errc::format, src, "metadata " + what + " = " + j[i].dump() + " is below " + std::to_string(int(limits::kMinRopeTheta)));
+  }
   return out;
 }
 
 // rope_scaling as in config.json; sets m.rope_unsupported for types skv does not reproduce.
 void parse_scaling(const std::string& v, const std::string& src, KvMeta& m) {
-  const json j = parse_json("rope_scaling", v, src);
+  const json j = parse_meta_json("rope_scaling", v, src);
   if (j.is_null()) return;
   if (!j.is_object()) fail(Errc::format, src, "metadata rope_scaling=" + q(v) + " is not a JSON object");
   const json* type = j.contains("rope_type") ? &j["rope_type"] : j.contains("type") ? &j["type"] : nullptr;
@@ -164,14 +195,14 @@ void resolve_local_theta(const std::map<std::string, std::string>& md, const std
                          int layers, KvMeta& m) {
   auto it = md.find("rope_local_base_freq");
   if (it == md.end()) return;
-  const double local = parse_theta("rope_local_base_freq", it->second, src);
+  const double local = parse_base("rope_local_base_freq", it->second, src);
   if (m.rope_theta.size() > 1)
     fail(Errc::format, src, "metadata rope_local_base_freq needs rope_theta to be one number (the global layers' theta)");
   if (m.rope_theta.empty()) return;  // the global theta is unknown: RoPE stays unknown
   const double global = m.rope_theta[0];
   std::vector<double> out;
   if (auto lt = md.find("layer_types"); lt != md.end()) {
-    const json j = parse_json("layer_types", lt->second, src);
+    const json j = parse_meta_json("layer_types", lt->second, src);
     if (!j.is_array()) fail(Errc::format, src, "metadata layer_types is not a JSON list");
     for (const json& e : j) {
       if (!e.is_string()) fail(Errc::format, src, "metadata layer_types holds a non-string " + e.dump());
@@ -347,7 +378,11 @@ KvMeta parse_kv_meta(const std::map<std::string, std::string>& metadata, const s
     else if (*v == "gptj") m.rope_style = RopeStyle::gptj;
     else fail(Errc::format, source, "metadata rope_style=" + q(*v) + " must be 'neox' or 'gptj'");
   }
-  if (auto* v = get("position_offset")) m.position_offset = parse_int("position_offset", *v, source);
+  if (auto* v = get("position_offset")) {
+    m.position_offset = parse_int("position_offset", *v, source);
+    if (m.position_offset > limits::kMaxPositionOffset)
+      fail(Errc::format, source, "metadata position_offset=" + q(*v) + " exceeds 2^40");
+  }
   if (auto* v = get("needle_start")) m.needle_start = parse_int("needle_start", *v, source);
   if (auto* v = get("needle_len")) m.needle_len = parse_int("needle_len", *v, source);
   return m;
@@ -362,7 +397,13 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
     int layer;
     Slot slot;
     bool hf;
-    if (!classify(t.name, layer, slot, hf)) continue;  // unrelated tensors are allowed
+    if (!classify(t.name, layer, slot, hf)) {
+      if (near_miss(t.name))
+        fail(Errc::format, source,
+             "tensor " + q(t.name) + " is named like a KV tensor but not as one (layers.{L}.k/v/q/mask or "
+             "past_key_values.{L}.key/value: lowercase, L a layer number without sign or leading zeros); rename it");
+      continue;  // unrelated tensors are allowed
+    }
     if (naming >= 0 && naming != int(hf))
       fail(Errc::format, source,
            "tensor " + q(t.name) + " mixes HuggingFace past_key_values.* and canonical layers.* names");
@@ -395,6 +436,8 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
            "layer " + std::to_string(expect) + " is missing (found layer " + std::to_string(layer) +
                "; layers must be numbered 0, 1, 2, ... without gaps)");
     ++expect;
+    if (layer >= limits::kMaxLayers)
+      fail(Errc::format, source, "more than " + std::to_string(limits::kMaxLayers) + " layers");
     if (!f.k || !f.v) {
       const NamedTensor* have = f.k ? f.k : f.v ? f.v : f.q ? f.q : f.mask;
       fail(Errc::format, source,
@@ -422,9 +465,12 @@ KvCache kv_from_tensors(const std::vector<NamedTensor>& tensors,
       has_q = f.q != nullptr;
       const int64_t heads = layout == Layout::HTD ? ks[0] : ks[1];
       const int64_t tokens = layout == Layout::HTD ? ks[1] : ks[0];
-      c.shape.kv_heads = to_int(heads, source, "tensor '" + f.k->name + "': kv_heads");
-      c.shape.tokens = to_int(tokens, source, "tensor '" + f.k->name + "': tokens");
-      c.shape.head_dim = to_int(ks[2], source, "tensor '" + f.k->name + "': head_dim");
+      // The containers' limits (skv/limits.hpp): a cache loads only if it can be written.
+      c.shape.kv_heads = to_int(heads, source, "tensor '" + f.k->name + "': kv_heads", limits::kMaxKvHeads);
+      c.shape.tokens = to_int(tokens, source, "tensor '" + f.k->name + "': tokens", limits::kMaxTokens);
+      c.shape.head_dim = to_int(ks[2], source, "tensor '" + f.k->name + "': head_dim", limits::kMaxHeadDim);
+      if (int64_t(c.shape.kv_heads) * c.shape.tokens * c.shape.head_dim > limits::kMaxLayerElements)
+        fail(Errc::format, source, "tensor '" + f.k->name + "' has more than 2^40 elements");
       c.shape.dtype = dtype;
     } else {
       if (ks != first)

@@ -3,6 +3,7 @@ source "$(dirname "$0")/lib.sh" "$@"
 
 # st FILE HEADER_JSON DATA_BYTES: writes a safetensors file (u64 LE header length, header, data).
 st() {
+  local LC_ALL=C  # ${#2} in bytes
   local n=${#2}
   { printf "$(printf '\\x%02x\\x%02x\\x%02x\\x%02x\\x00\\x00\\x00\\x00' \
       $((n & 255)) $(((n >> 8) & 255)) $(((n >> 16) & 255)) $(((n >> 24) & 255)))"
@@ -28,12 +29,23 @@ st "$T/json.safetensors" '{"layers.0.k":' 0
 # K without V.
 st "$T/nov.safetensors" '{"layers.0.k":{"dtype":"F16","shape":[1,2,4],"data_offsets":[0,16]}}' 16
 
-for f in trunc hlen overlap shape dtype json nov; do
+# A UTF-8 byte-order mark before the header; a key repeated inside a tensor entry; a near-miss
+# KV name (would be silently left out); a tensor name holding a newline (the error stays one line).
+st "$T/bom.safetensors" $'\xef\xbb\xbf'"$ok_header" 32
+st "$T/dupkey.safetensors" '{"layers.0.k":{"dtype":"F16","dtype":"F32","shape":[1,2,4],"data_offsets":[0,16]},"layers.0.v":{"dtype":"F16","shape":[1,2,4],"data_offsets":[16,32]}}' 32
+st "$T/nearmiss.safetensors" '{"layers.0.k":{"dtype":"F16","shape":[1,2,4],"data_offsets":[0,16]},"layers.0.v":{"dtype":"F16","shape":[1,2,4],"data_offsets":[16,32]},"layers.01.k":{"dtype":"F16","shape":[1,2,4],"data_offsets":[32,48]}}' 48
+st "$T/newline.safetensors" '{"layers.0.k":{"dtype":"F16","shape":[1,2,4],"data_offsets":[0,16]},"layers.0.v":{"dtype":"F16","shape":[1,2,4],"data_offsets":[16,32]},"bad\nname":{"dtype":"F16","shape":[1,2,5],"data_offsets":[32,48]}}' 48
+
+for f in trunc hlen overlap shape dtype json nov bom dupkey nearmiss newline; do
   run inspect "$T/$f.safetensors"; expect_rc 1 "inspect $f"; expect_one_line_error "inspect $f"
   expect_err "$f.safetensors" "error names the file ($f)"
   run encode "$T/$f.safetensors" -o "$T/$f.skv"; expect_rc 1 "encode $f"; expect_one_line_error "encode $f"
   expect_no_file "$T/$f.skv" "encode $f"
 done
+run inspect "$T/bom.safetensors"; expect_err 'header is not valid JSON: it starts with a UTF-8 byte-order mark' "BOM"
+run inspect "$T/dupkey.safetensors"; expect_err "header is not valid JSON: duplicate key 'dtype'" "nested duplicate key"
+run inspect "$T/nearmiss.safetensors"; expect_err "tensor 'layers.01.k' is named like a KV tensor" "near-miss name"
+run inspect "$T/newline.safetensors"; expect_err "tensor 'bad.x0aname'" "newline escaped"
 run inspect "$T/missing.safetensors"; expect_rc 1 "missing file"; expect_one_line_error "missing file"
 
 # A container cut short, or with one byte changed, is rejected by decode, leaving no output.

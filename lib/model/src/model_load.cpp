@@ -1,8 +1,11 @@
 // Model::load: GGUF metadata -> ModelConfig, tensors -> dequantized F32 weights (shape-checked).
 #include <cblas.h>
 
+#include <cmath>
+
 #include "skv/error.hpp"
 #include "skv/formats/gguf.hpp"
+#include "skv/limits.hpp"
 #include "skv/model/model.hpp"
 
 namespace skv::model {
@@ -85,11 +88,17 @@ Model Model::load(const std::string& path, int threads) {
   c.n_heads = to_int(f.require_uint(a + ".attention.head_count"), f, a + ".attention.head_count");
   c.n_kv_heads = to_int(f.get_uint(a + ".attention.head_count_kv").value_or(uint64_t(c.n_heads)), f,
                         a + ".attention.head_count_kv");
-  c.head_dim = int(f.get_uint(a + ".attention.key_length").value_or(uint64_t(c.d_model / c.n_heads)));
+  c.head_dim = to_int(f.get_uint(a + ".attention.key_length").value_or(uint64_t(c.d_model / c.n_heads)), f,
+                      a + ".attention.key_length");
   if (f.get_uint(a + ".attention.value_length").value_or(uint64_t(c.head_dim)) != uint64_t(c.head_dim))
     fail(Errc::unsupported, path, "value_length differs from key_length");
-  c.n_rot = int(f.get_uint(a + ".rope.dimension_count").value_or(uint64_t(c.head_dim)));
-  c.rope_theta = float(f.get_float(a + ".rope.freq_base").value_or(10000.0));
+  c.n_rot = to_int(f.get_uint(a + ".rope.dimension_count").value_or(uint64_t(c.head_dim)), f,
+                   a + ".rope.dimension_count");
+  // The containers' limit (skv/limits.hpp): a dump must be one that skv can encode.
+  const double theta = f.get_float(a + ".rope.freq_base").value_or(10000.0);
+  if (!limits::rope_theta_ok(theta) || !std::isfinite(float(theta)))
+    fail(Errc::format, path, a + ".rope.freq_base = " + std::to_string(theta) + " is not a finite number >= 1");
+  c.rope_theta = float(theta);
   c.rms_eps = float(f.get_float(a + ".attention.layer_norm_rms_epsilon").value_or(1e-5));
   c.context_length = int(f.get_uint(a + ".context_length").value_or(0));
   if (auto st = f.get_string(a + ".rope.scaling.type"); st && *st != "none")

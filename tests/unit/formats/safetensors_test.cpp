@@ -210,6 +210,20 @@ TEST(SafetensorsMalformed, DuplicateNames) {
                Errc::format, {"duplicate", "'a'"});
 }
 
+// Through skv::parse_json (issue 15): a shape nested 100000 deep (was SIGSEGV), a repeated key
+// inside an entry or __metadata__, a UTF-8 BOM before the header.
+TEST(SafetensorsMalformed, HostileJson) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  expect_error(st_file(R"({"a":{"dtype":"U8","shape":)" + deep + R"(,"data_offsets":[0,1]}})", "x"),
+               Errc::format, {"header is not valid JSON: nested deeper than 64 levels"});
+  expect_error(st_file(R"({"a":{"dtype":"U8","dtype":"F16","shape":[1],"data_offsets":[0,1]}})", "x"),
+               Errc::format, {"duplicate key 'dtype'"});
+  expect_error(st_file(R"({"__metadata__":{"k":"1","k":"2"},"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "x"),
+               Errc::format, {"duplicate key 'k'"});
+  expect_error(st_file("\xEF\xBB\xBF" R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", "x"),
+               Errc::format, {"byte-order mark"});
+}
+
 TEST(Safetensors, AcceptsWhatTheReferenceAccepts) {
   // Entries listed out of offset order, unpadded header, zero-sized tensors sharing an offset,
   // unknown extra fields: all load in the Python library, so they load here.

@@ -169,6 +169,28 @@ TEST(GgufReader, RejectsBadMetadata) {
   parse_error(g.b, Errc::format);
 }
 
+// A u8 array costs ~100x its bytes once parsed: a 48 MiB array would take 4.6 GiB (issue 15).
+// The parsed metadata is bounded instead (Limits::max_metadata_bytes), before anything is reserved.
+TEST(GgufReader, BoundsParsedMetadataMemory) {
+  GgufBuilder g;
+  const uint64_t n = uint64_t(48) << 20;
+  g.header(0, 1).str("tokenizer.ggml.precompiled_charsmap").raw<uint32_t>(9).raw<uint32_t>(0).raw<uint64_t>(n);
+  g.b.resize(g.b.size() + n);
+  EXPECT_NE(parse_error(g.b, Errc::format).find("array of 50331648 values would take the parsed metadata past its 256 MiB limit"),
+            std::string::npos);
+  // Many arrays, each small: charged in total.
+  gguf::Limits lim;
+  lim.max_metadata_bytes = 1 << 20;
+  g.header(0, 3);
+  for (const char* k : {"a", "b", "c"}) {
+    g.str(k).raw<uint32_t>(9).raw<uint32_t>(0).raw<uint64_t>(4000);
+    g.b.resize(g.b.size() + 4000);
+  }
+  EXPECT_THROW(gguf::File::parse(g.b, "t.gguf", lim), Error);
+  lim.max_metadata_bytes = 64 << 20;
+  EXPECT_NO_THROW(gguf::File::parse(g.b, "t.gguf", lim));
+}
+
 TEST(GgufReader, RejectsBadAlignment) {
   GgufBuilder g;
   g.header(0, 1).kv_u32("general.alignment", 48);

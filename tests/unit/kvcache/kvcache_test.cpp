@@ -180,6 +180,34 @@ TEST(KvFromTensors, Inconsistencies) {
   }
 }
 
+// Near-miss KV names are errors naming the tensor, never silently left out (issue 15).
+TEST(KvFromTensors, NearMissNamesAreErrors) {
+  for (const char* name : {"layers.01.k", "layers.1.K", "Layers.1.v", "layers.-1.k", "layers.+1.mask",
+                           "past_key_values.00.key", "past_key_values.1.Value"}) {
+    Dump d = canonical(2, {2, 4, 64});
+    d.add(name, DType::F16, {2, 4, 64});
+    const std::string msg = error_of(d);
+    EXPECT_MSG(msg, std::string("tensor '") + name + "' is named like a KV tensor but not as one");
+  }
+  for (const char* name : {"layers.1.k_proj", "layers.x.k", "layers.1", "model.layers.1.k"}) {
+    Dump d = canonical(2, {2, 4, 64});
+    d.add(name, DType::F16, {2});
+    EXPECT_NO_THROW(kv_from_tensors(d.named, {}, Layout::HTD, "x")) << name;
+  }
+}
+
+// A cache loads only within the containers' limits (skv/limits.hpp), so encode can write it.
+TEST(KvFromTensors, ContainerLimits) {
+  EXPECT_MSG(error_of(canonical(1, {65537, 1, 2})), "kv_heads 65537 is out of range (1..65536)");
+  EXPECT_MSG(error_of(canonical(1, {1, 1, 65538})), "head_dim 65538 is out of range (1..65536)");
+  Dump d = canonical(1, {1, 2, 4});
+  EXPECT_MSG(error_of(d, {{"rope_theta", "1e-300"}}), "metadata rope_theta='1e-300' is below 1");
+  EXPECT_MSG(error_of(d, {{"rope_theta", "[10000, 0.5]"}}), "metadata rope_theta[1] = 0.5 is below 1");
+  EXPECT_MSG(error_of(d, {{"position_offset", "2199023255553"}}), "position_offset='2199023255553' exceeds 2^40");
+  EXPECT_MSG(error_of(d, {{"rope_theta", "[" + std::string(100, '[') + "]"}}), "nested deeper than 64");
+  EXPECT_MSG(error_of(d, {{"rope_scaling", R"({"rope_type":"linear","factor":2,"factor":3})"}}), "duplicate key 'factor'");
+}
+
 TEST(ParseKvMeta, ParsesAndRejects) {
   KvMeta m = parse_kv_meta({{"model", "llama"}, {"architecture", "LlamaForCausalLM"},
                             {"rope_theta", "500000.0"}, {"rope_style", "gptj"},

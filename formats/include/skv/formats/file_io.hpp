@@ -52,6 +52,11 @@ class InputStream final : public ByteSource {
   void read_exact(void* dst, size_t n, const char* what);
   uint64_t position() const noexcept { return pos_; }
   bool seekable() const noexcept { return seekable_; }
+  // A regular file's size (also stdin redirected from one), else nullopt.
+  std::optional<uint64_t> size() const noexcept { return seekable_ ? std::optional(size_) : std::nullopt; }
+  std::optional<uint64_t> remaining() const override {
+    return seekable_ ? std::optional(pos_ < size_ ? size_ - pos_ : 0) : std::nullopt;
+  }
 
  private:
   InputStream() = default;
@@ -59,6 +64,7 @@ class InputStream final : public ByteSource {
   int fd_ = -1;
   bool owns_fd_ = false;
   bool seekable_ = false;
+  uint64_t size_ = 0;
   uint64_t pos_ = 0;
 };
 

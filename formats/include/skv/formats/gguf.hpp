@@ -68,6 +68,10 @@ struct Limits {
   uint64_t max_array = 1u << 26;       // elements in one array
   uint32_t max_array_depth = 4;        // arrays of arrays
   uint32_t max_dims = 4;               // ggml's GGML_MAX_DIMS
+  // Memory the parsed metadata may take (sizeof(Value) per value, plus string bytes): a u8
+  // array costs ~100x its file bytes as Values, so a 48 MiB file could take 4.6 GiB. The largest
+  // real vocabularies (tokens, scores, types, merges) take well under 100 MiB.
+  uint64_t max_metadata_bytes = uint64_t(256) << 20;
 };
 
 class File {

@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <optional>
 #include <span>
 #include <vector>
 
@@ -22,6 +23,9 @@ struct ByteSource {
   virtual ~ByteSource() = default;
   // Reads up to n bytes; returns fewer only at the end of input.
   virtual size_t read(void* dst, size_t n) = 0;
+  // Bytes left to read when the source knows (memory, a regular file), else nullopt (a pipe):
+  // readers refuse a size the input cannot hold before allocating for it.
+  virtual std::optional<uint64_t> remaining() const { return std::nullopt; }
 };
 
 struct VectorSink final : ByteSink {
@@ -42,6 +46,7 @@ struct SpanSource final : ByteSource {
     pos += k;
     return k;
   }
+  std::optional<uint64_t> remaining() const override { return pos < bytes.size() ? bytes.size() - pos : 0; }
 };
 
 }  // namespace skv
